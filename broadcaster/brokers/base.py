@@ -1,0 +1,66 @@
+"""The narrow interface every broker implements, and the one place messages are built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+
+from broadcaster.core import events
+from broadcaster.core.channel import Channel
+from broadcaster.core.history import Recovery
+from broadcaster.core.message import Message
+from broadcaster.errors import InvalidPublish
+
+__all__ = ["Broker", "MessageFactory"]
+
+
+class MessageFactory:
+    """Encodes a published value once: JSON payload, WebSocket frame, conflation key."""
+
+    def __init__(self, framer: Callable[[bytes], bytes], clock: Callable[[], float]) -> None:
+        self._framer = framer
+        self._clock = clock
+
+    def build(self, channel: Channel, seq: int, data: Any) -> Message:
+        try:
+            payload = events.message(channel.name, seq, data)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise InvalidPublish(f"data for channel {channel.name!r} is not JSON: {exc}") from None
+        return Message(
+            channel=channel.name,
+            seq=seq,
+            payload=payload,
+            frame=self._framer(payload),
+            created=self._clock(),
+            key=channel.conflation_key(data),
+        )
+
+
+class Broker(Protocol):
+    """Assigns seqs, shares messages between nodes, keeps history.
+
+    `publish` returns the seq the message got; the broker calls
+    `channel.fan_out` for every message of a channel this node has local
+    subscribers for, in seq order. `recover` must be followed by the
+    subscription's attachment without an intervening await on the caller's
+    side, so the recovered tail and the live stream meet with no gap and no
+    duplicate.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, channel: Channel, data: Any) -> int: ...
+
+    async def recover(self, channel: Channel, since: int, epoch: str | None) -> Recovery: ...
+
+    def channel_active(self, channel: Channel) -> None:
+        """`channel` got its first local subscriber."""
+
+    def channel_idle(self, channel: Channel) -> None:
+        """`channel` lost its last local subscriber."""

@@ -1,0 +1,113 @@
+"""A channel on this node: its seq, its local subscriptions and its counters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+from broadcaster.core.message import Message
+from broadcaster.core.policy import ChannelPolicy
+from broadcaster.core.strategies import DropReason, Strategy
+
+if TYPE_CHECKING:
+    from broadcaster.core.subscription import Subscription
+
+__all__ = ["Channel", "ChannelCounters"]
+
+
+class ChannelCounters:
+    """Plain integers the hot path increments; metrics and /stats read them later."""
+
+    __slots__ = ("delivered", "dropped", "pauses", "published", "slow_consumer_disconnects")
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.delivered = 0
+        self.pauses = 0
+        self.slow_consumer_disconnects = 0
+        self.dropped: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
+
+    def count_dropped(self, reason: DropReason, count: int) -> None:
+        self.dropped[reason] += count
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+class Channel:
+    """Fans each message out to the local subscriptions, in seq order.
+
+    `full_count` counts subscriptions of a `block` channel whose queue is full;
+    the channel has room for a publish only when it is zero. `on_room` is
+    called when it returns to zero, so the adapter can wake a waiting
+    publisher.
+    """
+
+    __slots__ = (
+        "_key_path",
+        "counters",
+        "epoch",
+        "full_count",
+        "last_seq",
+        "name",
+        "on_room",
+        "policy",
+        "subscriptions",
+    )
+
+    def __init__(self, name: str, policy: ChannelPolicy, *, epoch: str, last_seq: int = 0) -> None:
+        self.name = name
+        self.policy = policy
+        self.epoch = epoch
+        self.last_seq = last_seq
+        self.subscriptions: list[Subscription] = []
+        self.counters = ChannelCounters()
+        self.full_count = 0
+        self.on_room: Callable[[Channel], None] | None = None
+        self._key_path: tuple[str, ...] = (
+            tuple(policy.conflate_key.split("."))
+            if policy.strategy is Strategy.CONFLATE and policy.conflate_key
+            else ()
+        )
+
+    @property
+    def blocking(self) -> bool:
+        return self.policy.strategy is Strategy.BLOCK
+
+    def has_room(self) -> bool:
+        """Whether a publish can proceed now (always, unless a `block` queue is full)."""
+        return self.full_count == 0
+
+    def room_freed(self) -> None:
+        """A full subscription got room back (drained, or left the channel)."""
+        self.full_count -= 1
+        if self.full_count == 0 and self.on_room is not None:
+            self.on_room(self)
+
+    def conflation_key(self, data: Any) -> Hashable | None:
+        """The value of `conflate_key` in `data`, or None when absent or not a scalar."""
+        path = self._key_path
+        if not path:
+            return None
+        value = data
+        for part in path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        if isinstance(value, str | int | float | bool):
+            return value
+        return None
+
+    def fan_out(self, message: Message) -> None:
+        """Hand `message` to every local subscription; seq must be `last_seq + 1` or later."""
+        self.last_seq = message.seq
+        self.counters.published += 1
+        for sub in self.subscriptions:
+            sub.push(message)
+
+    def __repr__(self) -> str:
+        return (
+            f"Channel({self.name!r}, strategy={self.policy.strategy}, last_seq={self.last_seq}, "
+            f"subscribers={len(self.subscriptions)})"
+        )

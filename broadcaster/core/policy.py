@@ -1,0 +1,146 @@
+"""Per-channel policy and the table that resolves a channel name to it.
+
+A policy is immutable and validated when built, so a running channel never
+holds an impossible combination (a low watermark above the high one, a
+queue of zero). The table keeps the `[channels]` entries in file order: the
+first exact name or glob pattern that matches wins, `[defaults]` covers the
+rest.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field, replace
+
+from broadcaster.core.strategies import Strategy
+
+__all__ = ["DEFAULT_LABEL", "ChannelPolicy", "PolicyTable"]
+
+# The metrics label of channels that only [defaults] covers.
+DEFAULT_LABEL = "*"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChannelPolicy:
+    """How one channel treats its subscribers. Every field says its unit and default.
+
+    `high_watermark` defaults to `queue_size` and `low_watermark` to half of
+    it when they are not set (None) anywhere in the config.
+    """
+
+    strategy: Strategy = Strategy.DROP_OLDEST
+    queue_size: int = 256
+    """Messages a subscription may queue (default 256)."""
+    high_watermark: int | None = None
+    """Depth in messages at which `flow.pause` is sent (default: queue_size)."""
+    low_watermark: int | None = None
+    """Depth in messages at which `flow.resume` is sent (default: queue_size // 2)."""
+    slow_consumer_timeout: float = 5.0
+    """Seconds at or above the high watermark before close 4008 (default 5.0)."""
+    history_size: int = 0
+    """Messages kept for `since` recovery (default 0: none)."""
+    history_ttl: float = 300.0
+    """Seconds a message stays recoverable (default 300)."""
+    conflate_key: str | None = None
+    """Dotted path into `data` naming the conflation key (conflate only)."""
+    conflate_fallback: Strategy = Strategy.DROP_OLDEST
+    """Strategy for messages without the key, or a new key on a full queue."""
+    snapshot: bool = False
+    """Conflate channels: new subscribers first get the latest message of every key."""
+    max_rate: float | None = None
+    """The highest `max_rate` (messages/s) a subscriber may ask for (None: no cap)."""
+    label: str = field(default=DEFAULT_LABEL, compare=False)
+    """The [channels] key that matched: the `channel` label of metrics."""
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            key, expected = problems[0]
+            raise ValueError(f"{key}: expected {expected}")
+
+    @property
+    def high(self) -> int:
+        """The effective high watermark in messages."""
+        return self.queue_size if self.high_watermark is None else self.high_watermark
+
+    @property
+    def low(self) -> int:
+        """The effective low watermark in messages."""
+        return self.queue_size // 2 if self.low_watermark is None else self.low_watermark
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Every invalid field as (key, what was expected); empty when valid."""
+        found: list[tuple[str, str]] = []
+        if self.queue_size < 1:
+            found.append(("queue_size", f"an integer >= 1 (messages), got {self.queue_size}"))
+            return found
+        high, low = self.high, self.low
+        if not 1 <= high <= self.queue_size:
+            found.append(
+                (
+                    "high_watermark",
+                    f"an integer between 1 and queue_size ({self.queue_size}), got {high}",
+                )
+            )
+        elif not 0 <= low < high:
+            found.append(
+                ("low_watermark", f"an integer >= 0 and below high_watermark ({high}), got {low}")
+            )
+        if not self.slow_consumer_timeout > 0:
+            found.append(
+                ("slow_consumer_timeout", f"seconds > 0, got {self.slow_consumer_timeout}")
+            )
+        if self.history_size < 0:
+            found.append(("history_size", f"an integer >= 0, got {self.history_size}"))
+        if not self.history_ttl > 0:
+            found.append(("history_ttl", f"seconds > 0, got {self.history_ttl}"))
+        if self.strategy is Strategy.CONFLATE and not self.conflate_key:
+            found.append(("conflate_key", "a field name of `data` when strategy is conflate"))
+        if self.conflate_fallback not in (Strategy.DROP_OLDEST, Strategy.DROP_NEWEST):
+            found.append(
+                (
+                    "conflate_fallback",
+                    f'"drop-oldest" or "drop-newest", got {self.conflate_fallback}',
+                )
+            )
+        if self.snapshot and self.strategy is not Strategy.CONFLATE:
+            found.append(("snapshot", "false unless strategy is conflate (snapshots are per key)"))
+        if self.max_rate is not None and not self.max_rate > 0:
+            found.append(("max_rate", f"messages per second > 0, got {self.max_rate}"))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyTable:
+    """Resolves channel names to policies: first matching entry wins, defaults fill the rest."""
+
+    defaults: ChannelPolicy = field(default_factory=ChannelPolicy)
+    entries: tuple[tuple[str, ChannelPolicy], ...] = ()
+    strict: bool = False
+    """When true, channels that match no entry are refused (unknown_channel)."""
+
+    def match(self, name: str) -> ChannelPolicy | None:
+        """The policy of the first entry matching `name`, or None."""
+        for pattern, policy in self.entries:
+            if name == pattern or fnmatch.fnmatchcase(name, pattern):
+                return policy
+        return None
+
+    def resolve(self, name: str) -> ChannelPolicy | None:
+        """The policy for `name`; None when strict and nothing matches."""
+        policy = self.match(name)
+        if policy is not None:
+            return policy
+        if self.strict:
+            return None
+        return self.defaults
+
+    def labels(self) -> list[str]:
+        """Every metrics label a channel can carry (bounded by the config)."""
+        return [pattern for pattern, _ in self.entries] + [DEFAULT_LABEL]
+
+    def with_entry(self, pattern: str, policy: ChannelPolicy) -> PolicyTable:
+        """A copy with `policy` appended as the last entry (labelled by its pattern)."""
+        return PolicyTable(
+            self.defaults, (*self.entries, (pattern, replace(policy, label=pattern))), self.strict
+        )

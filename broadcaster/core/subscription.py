@@ -1,0 +1,199 @@
+"""One (connection, channel) subscription: its bounded queue and its flow state.
+
+`push` is the fan-out hot path: for a subscriber that keeps up it is one
+length check, one append, one comparison against the next watermark and one
+flag check. Everything else (strategies, watermark crossings, the slow-consumer
+clock) happens only when the queue has a backlog.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
+
+from broadcaster.core import events
+from broadcaster.core.flow_control import FlowControl
+from broadcaster.core.message import Message
+from broadcaster.core.slow_consumer import SlowConsumerRule
+from broadcaster.core.strategies import STRATEGIES, Conflate, DropReason, Strategy, StrategyRule
+
+if TYPE_CHECKING:
+    from broadcaster.core.channel import Channel
+    from broadcaster.core.outbox import Outbox
+
+__all__ = ["Subscription"]
+
+_NEVER = sys.maxsize
+
+
+class Subscription:
+    """A subscriber's bounded queue on one channel, with watermarks and the slow-consumer rule.
+
+    Depth counts every message the server still holds for this subscription:
+    those queued here and those already handed to the transport whose bytes
+    have not reached the kernel yet (`in_transport`, set by `Outbox`).
+    """
+
+    __slots__ = (
+        "_watch",
+        "blocking",
+        "channel",
+        "created",
+        "delivered",
+        "dropped",
+        "dropped_since_resume",
+        "fast_limit",
+        "flow",
+        "full",
+        "in_transport",
+        "index",
+        "indexed",
+        "items",
+        "max_rate",
+        "outbox",
+        "queue_size",
+        "rise_at",
+        "rule",
+        "slow",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        outbox: Outbox,
+        *,
+        watch: set[Subscription],
+        now: float = 0.0,
+        max_rate: float | None = None,
+    ) -> None:
+        policy = channel.policy
+        self.channel = channel
+        self.outbox = outbox
+        self.created = now
+        self.max_rate = max_rate
+        self.queue_size = policy.queue_size
+        self.rule: StrategyRule = (
+            Conflate(policy.conflate_fallback)
+            if policy.strategy is Strategy.CONFLATE
+            else STRATEGIES[policy.strategy]
+        )
+        self.fast_limit = self.rule.fast_limit(policy.queue_size)
+        self.blocking = policy.strategy is Strategy.BLOCK
+        self.items: deque[Message] = deque()
+        self.index: dict[Hashable, Message] = {}
+        self.indexed = False
+        self.in_transport = 0
+        self.full = False
+        self.delivered = 0
+        self.dropped = 0
+        self.dropped_since_resume = 0
+        self.flow = FlowControl(
+            high=policy.high, low=policy.low, on_pause=self._paused, on_resume=self._resumed
+        )
+        self.slow = SlowConsumerRule(policy.slow_consumer_timeout)
+        self.rise_at = policy.high
+        self._watch = watch
+
+    @property
+    def depth(self) -> int:
+        """Messages held for this subscriber and not yet handed to the kernel."""
+        return len(self.items) + self.in_transport
+
+    def push(self, message: Message) -> None:
+        """Queue one message for this subscriber, applying the channel's strategy."""
+        items = self.items
+        if len(items) < self.fast_limit:
+            items.append(message)
+        else:
+            reason = self.rule.offer(self, message)
+            if reason is not None:
+                self._dropped(reason)
+            if self.blocking and not self.full and len(items) >= self.queue_size:
+                self.full = True
+                self.channel.full_count += 1
+        depth = len(items) + self.in_transport
+        if depth >= self.rise_at:
+            self._rose(depth, message.created)
+        outbox = self.outbox
+        if outbox.armed:
+            outbox.schedule()
+
+    def preload(self, messages: list[Message]) -> None:
+        """Queue recovered or snapshot messages ahead of the live stream, without strategy.
+
+        They are what the client asked for, so they are neither dropped nor
+        conflated; the watermarks see the resulting depth as usual.
+        """
+        if not messages:
+            return
+        self.items.extend(messages)
+        if self.blocking and not self.full and len(self.items) >= self.queue_size:
+            self.full = True
+            self.channel.full_count += 1
+        depth = self.depth
+        if depth >= self.rise_at:
+            self._rose(depth, messages[-1].created)
+        if self.outbox.armed:
+            self.outbox.schedule()
+
+    def settle(self) -> None:
+        """Re-evaluate room, the slow-consumer clock and flow control after the depth fell."""
+        items = self.items
+        if self.full and len(items) < self.queue_size:
+            self.full = False
+            self.channel.room_freed()
+        if not items:
+            self.indexed = False
+        depth = len(items) + self.in_transport
+        if depth < self.flow.high and self.slow.above_since is not None:
+            self.slow.left()
+            self._watch.discard(self)
+            self.rise_at = self.flow.high
+        if depth <= self.flow.resume_at:
+            self.flow.depth_fell(depth)
+
+    def discard(self) -> int:
+        """Drop everything queued (the subscription ends); returns how many messages were lost."""
+        lost = len(self.items)
+        if lost:
+            self.channel.counters.count_dropped(DropReason.DISCONNECTED, lost)
+            self.dropped += lost
+        self.items.clear()
+        self.index.clear()
+        self.in_transport = 0
+        if self.full:
+            self.full = False
+            self.channel.room_freed()
+        self._watch.discard(self)
+        return lost
+
+    def _rose(self, depth: int, now: float) -> None:
+        self.rise_at = _NEVER
+        self.slow.entered(now)
+        self._watch.add(self)
+        self.flow.depth_rose(depth)
+
+    def _dropped(self, reason: DropReason) -> None:
+        self.dropped += 1
+        self.dropped_since_resume += 1
+        self.channel.counters.count_dropped(reason, 1)
+
+    def _paused(self, depth: int) -> None:
+        self.channel.counters.pauses += 1
+        self.outbox.send_control(
+            events.flow_pause(
+                self.channel.name, reason="buffer full", depth=depth, limit=self.flow.high
+            )
+        )
+
+    def _resumed(self, depth: int) -> None:
+        dropped, self.dropped_since_resume = self.dropped_since_resume, 0
+        self.outbox.send_control(events.flow_resume(self.channel.name, dropped=dropped))
+
+    def __repr__(self) -> str:
+        return (
+            f"Subscription(channel={self.channel.name!r}, outbox={self.outbox.id}, "
+            f"depth={self.depth}, paused={self.flow.paused})"
+        )

@@ -1,0 +1,249 @@
+"""The server: wires the core, the broker, the WebSocket and HTTP adapters, and sources.
+
+`Broadcaster` is both what `broadcaster serve` runs and the API for running
+the server inside an existing asyncio application::
+
+    async with Broadcaster(config) as server:
+        await server.publish("tickers.demo", {"symbol": "AAPL", "price": 189.2})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, Self
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from broadcaster.brokers.base import Broker, MessageFactory
+from broadcaster.brokers.memory import MemoryBroker
+from broadcaster.codes import CloseCode
+from broadcaster.config import Config
+from broadcaster.core.channel import Channel
+from broadcaster.core.hub import Hub
+from broadcaster.core.ops import validate_channel
+from broadcaster.errors import ConfigError, InvalidPublish, ServerStateError, UnknownChannel
+from broadcaster.server.http import HttpEndpoints
+from broadcaster.server.room import RoomWaiters
+from broadcaster.server.scheduler import FlushScheduler
+from broadcaster.server.session import ClientSession
+from broadcaster.server.websocket import BroadcasterConnection, connection_class, frame_text
+from broadcaster.sources.base import SourceRunner, build_source
+
+__all__ = ["BlockedPublisher", "Broadcaster"]
+
+logger = logging.getLogger("broadcaster")
+
+# Incoming frames websockets buffers per connection before it stops reading
+# the socket; a blocked publisher therefore stops being read quickly.
+MAX_INCOMING_QUEUE = 16
+
+
+class BlockedPublisher(Protocol):
+    """A publisher that wants to hear when its publish waits on a full `block` channel."""
+
+    def channel_blocked(self, channel: Channel) -> None: ...
+
+    def channel_unblocked(self, channel: Channel) -> None: ...
+
+
+class Broadcaster:
+    """One broadcaster server: start it, publish into it, stop it."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config if config is not None else Config()
+        self.framer: Callable[[bytes], bytes] = frame_text
+        self.sessions: dict[int, ClientSession] = {}
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self.started_at = 0.0
+        self.started_mono = 0.0
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @staticmethod
+    def wall_clock() -> float:
+        return time.time()
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with port 0)."""
+        if self._server is None:
+            raise ServerStateError("the server is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.config.server.host}:{self.port}/ws"
+
+    async def start(self) -> None:
+        """Bind the port, start the broker, the writer, the sweeper and the sources."""
+        if self._server is not None:
+            raise ServerStateError("the server is already started")
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        self.started_at = self.wall_clock()
+        self.started_mono = self._loop.time()
+        self.scheduler = FlushScheduler(self._loop)
+        self.rooms = RoomWaiters(self._loop)
+        self.factory = MessageFactory(self.framer, self._loop.time)
+        self.hub = Hub(
+            cfg.policies,
+            epoch=secrets.token_hex(6),
+            on_channel_created=self._channel_created,
+            on_channel_active=lambda ch: self.broker.channel_active(ch),
+            on_channel_idle=lambda ch: self.broker.channel_idle(ch),
+        )
+        self.broker: Broker = self._make_broker()
+        await self.broker.start()
+        self.http = HttpEndpoints(self)
+        self.sources = SourceRunner(self.publish)
+        sources = [(build_source(sc, cfg.source), sc.kind) for sc in cfg.sources]
+        self._server = await serve(
+            self._handle,
+            cfg.server.host,
+            cfg.server.port,
+            compression=None,
+            max_size=cfg.server.max_message_size,
+            max_queue=MAX_INCOMING_QUEUE,
+            write_limit=(0, 0),
+            ping_interval=cfg.server.ping_interval,
+            ping_timeout=cfg.server.ping_interval,
+            close_timeout=cfg.server.close_timeout,
+            process_request=self.http.process_request,
+            create_connection=connection_class(cfg.server.socket_send_buffer),
+        )
+        self._sweeper = self._loop.create_task(self._sweep(), name="slow-consumer-sweeper")
+        for source, kind in sources:
+            self.sources.start(source, kind)
+        logger.info("broadcaster listening on %s (broker: %s)", self.url, self.broker.name)
+
+    def _make_broker(self) -> Broker:
+        kind = self.config.broker.kind
+        if kind == "memory":
+            return MemoryBroker(self.factory, self._loop.time)
+        raise ConfigError(self.config.source, "[broker] kind", '"memory"', kind)
+
+    def _channel_created(self, channel: Channel) -> None:
+        channel.on_room = self.rooms.wake
+
+    async def stop(self) -> None:
+        """Stop accepting, drain queues up to shutdown_timeout, close everyone with 1001."""
+        if self._server is None or self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        server = self._server
+        server.server.close()  # stop accepting; pending handshakes get 503
+        await self.sources.stop()
+        deadline = self._loop.time() + self.config.server.shutdown_timeout
+        # Polled rather than signalled: a notification would cost the hot path
+        # a check on every flush for an event that happens once per process.
+        while self._loop.time() < deadline and any(  # noqa: ASYNC110
+            s.outbox.depth for s in self.sessions.values()
+        ):
+            await asyncio.sleep(0.02)
+        for session in list(self.sessions.values()):
+            session.close(CloseCode.GOING_AWAY, "server shutting down")
+        self.rooms.cancel_all()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        server.close(close_connections=False)
+        try:
+            await asyncio.wait_for(server.wait_closed(), self.config.server.close_timeout + 1.0)
+        except TimeoutError:
+            logger.warning("some connections did not close in time")
+        await self.broker.stop()
+        self._stopped.set()
+        logger.info("broadcaster stopped")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        await self.start()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.remove_signal_handler(sig)
+            logger.info("shutting down: draining up to %.1f s", self.config.server.shutdown_timeout)
+            await self.stop()
+
+    # --- publishing --------------------------------------------------------------
+
+    async def publish(
+        self, channel: str, data: Any, *, publisher: BlockedPublisher | None = None
+    ) -> int:
+        """Publish `data` to `channel`; returns its seq. Waits for room on `block` channels."""
+        if self._server is None or self._stopped.is_set():
+            raise ServerStateError("publish needs a started server")
+        problem = validate_channel(channel)
+        if problem:
+            raise InvalidPublish(problem)
+        target = self.hub.channel(channel)
+        if target is None:
+            raise UnknownChannel(
+                f"channel {channel!r} matches no [channels] entry and strict_channels is on"
+            )
+        if target.blocking and self.rooms.must_wait(target):
+            if publisher is not None:
+                publisher.channel_blocked(target)
+            try:
+                await self.rooms.wait(target)
+            finally:
+                if publisher is not None:
+                    publisher.channel_unblocked(target)
+        return await self.broker.publish(target, data)
+
+    # --- connections --------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, BroadcasterConnection)
+        session = ClientSession(self, ws, next(self._ids))
+        ws.session = session
+        self.sessions[session.id] = session
+        self.hub.add_outbox(session.outbox)
+        await session.run()
+
+    def forget(self, session: ClientSession) -> None:
+        self.sessions.pop(session.id, None)
+
+    async def _sweep(self) -> None:
+        """Close slow consumers; runs often enough to act within timeout + a tenth of it."""
+        timeouts = [self.config.policies.defaults.slow_consumer_timeout] + [
+            p.slow_consumer_timeout for _, p in self.config.policies.entries
+        ]
+        interval = min(0.25, max(0.01, min(timeouts) / 10))
+        while True:
+            await asyncio.sleep(interval)
+            for outbox in self.hub.tick(self._loop.time()):
+                session = self.sessions.get(outbox.id)
+                if session is not None:
+                    logger.info(
+                        "slow consumer %s (%s): closing with 4008", session.id, session.remote
+                    )
+                    session.close(CloseCode.SLOW_CONSUMER, "slow consumer")

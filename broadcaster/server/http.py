@@ -1,0 +1,135 @@
+"""The plain HTTP endpoints served on the WebSocket port (GET only).
+
+websockets answers every HTTP request on the port; `process_request` returns
+a response for every path but `/ws`, which goes on to the WebSocket
+handshake (a plain GET on `/ws` gets websockets' own 426 Upgrade Required).
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from broadcaster.server.stats import StatsQueryError, build_stats
+
+if TYPE_CHECKING:
+    from broadcaster.server.app import Broadcaster
+
+__all__ = ["HttpEndpoints", "respond"]
+
+WS_PATH = "/ws"
+
+
+def respond(
+    status: http.HTTPStatus,
+    body: bytes,
+    content_type: str,
+    *,
+    extra_headers: dict[str, str] | None = None,
+) -> Response:
+    headers = Headers()
+    headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Cache-Control"] = "no-store"
+    headers["Connection"] = "close"
+    for name, value in (extra_headers or {}).items():
+        headers[name] = value
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _json(status: http.HTTPStatus, document: object) -> Response:
+    return respond(status, orjson.dumps(document), "application/json")
+
+
+def _static(name: str) -> bytes | None:
+    """A file shipped in broadcaster/static (None when absent)."""
+    try:
+        return (resources.files("broadcaster") / "static" / name).read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _client_js() -> bytes | None:
+    """The browser client: from clients/js in a source checkout, else from the package."""
+    checkout = Path(__file__).resolve().parents[2] / "clients" / "js" / "broadcaster.js"
+    if checkout.is_file():
+        return checkout.read_bytes()
+    return _static("broadcaster.js")
+
+
+Handler = Callable[[dict[str, list[str]]], Response]
+
+
+class HttpEndpoints:
+    """Routes GET requests to the server's pages and JSON endpoints."""
+
+    def __init__(self, app: Broadcaster) -> None:
+        self.app = app
+        self.routes: dict[str, Handler] = {
+            "/healthz": self._healthz,
+            "/stats": self._stats,
+            "/": self._page("index.html"),
+            "/js/broadcaster.js": self._client,
+        }
+
+    def add_route(self, path: str, handler: Handler) -> None:
+        self.routes[path] = handler
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == WS_PATH:
+            return None
+        handler = self.routes.get(url.path)
+        if handler is None:
+            return respond(
+                http.HTTPStatus.NOT_FOUND, f"no page at {url.path}\n".encode(), "text/plain"
+            )
+        return handler(parse_qs(url.query))
+
+    def _healthz(self, query: dict[str, list[str]]) -> Response:
+        return _json(
+            http.HTTPStatus.OK,
+            {"status": "ok", "broker": "up", "connections": len(self.app.sessions)},
+        )
+
+    def _stats(self, query: dict[str, list[str]]) -> Response:
+        try:
+            top_text = query.get("top", [None])[-1]
+            top = int(top_text) if top_text is not None else None
+        except ValueError:
+            return _json(
+                http.HTTPStatus.BAD_REQUEST,
+                {"error": "invalid_query", "message": "top must be an integer >= 0"},
+            )
+        sort = query.get("sort", ["depth"])[-1]
+        try:
+            document = build_stats(self.app, top=top, sort=sort)
+        except StatsQueryError as exc:
+            return _json(
+                http.HTTPStatus.BAD_REQUEST, {"error": "invalid_query", "message": str(exc)}
+            )
+        return _json(http.HTTPStatus.OK, document)
+
+    def _page(self, name: str) -> Handler:
+        def handler(query: dict[str, list[str]]) -> Response:
+            body = _static(name)
+            if body is None:
+                return respond(http.HTTPStatus.NOT_FOUND, b"page not installed\n", "text/plain")
+            return respond(http.HTTPStatus.OK, body, "text/html; charset=utf-8")
+
+        return handler
+
+    def _client(self, query: dict[str, list[str]]) -> Response:
+        body = _client_js()
+        if body is None:
+            return respond(http.HTTPStatus.NOT_FOUND, b"client not installed\n", "text/plain")
+        return respond(http.HTTPStatus.OK, body, "text/javascript; charset=utf-8")

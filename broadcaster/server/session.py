@@ -1,0 +1,277 @@
+"""One client connection: reads ops, answers them, and writes its outbox.
+
+The session is the thin adapter between a websockets connection and the
+core: ops are parsed by `core.ops`, replies are built by `core.events`,
+queues and flow control live in the connection's `Outbox`. The session only
+moves bytes and decides when to close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import OPEN
+
+from broadcaster.codes import ABUSE_ERROR_CODES, CloseCode, ErrorCode
+from broadcaster.core import events
+from broadcaster.core.channel import Channel
+from broadcaster.core.ops import Auth, Ping, Publish, Rejected, Subscribe, Unsubscribe, parse_op
+from broadcaster.core.outbox import Outbox
+from broadcaster.errors import PublishError
+from broadcaster.server.websocket import BroadcasterConnection
+
+if TYPE_CHECKING:
+    from broadcaster.server.app import Broadcaster
+
+__all__ = ["ClientSession"]
+
+logger = logging.getLogger("broadcaster.session")
+
+SYSTEM_PREFIX = "$sys."
+# More than this many abuse errors within the window closes the connection (1008).
+ABUSE_LIMIT = 10
+ABUSE_WINDOW = 10.0
+# Stop reading a client's ops while this many reply bytes wait in its transport.
+REPLY_BACKLOG_LIMIT = 256 * 1024
+
+
+class ClientSession:
+    """The server side of one WebSocket client."""
+
+    def __init__(self, app: Broadcaster, ws: BroadcasterConnection, session_id: int) -> None:
+        self.app = app
+        self.ws = ws
+        self.id = session_id
+        self.loop = app.loop
+        self.connected_at = app.wall_clock()
+        self.connected_mono = self.loop.time()
+        peer = ws.remote_address
+        self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.outbox = Outbox(session_id, on_schedule=self._schedule, framer=app.framer)
+        self.closing = False
+        self._transport = ws.transport
+        self._abuse: deque[float] = deque()
+        self._abort_handle: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._run_task: asyncio.Task[object] | None = None
+        self._blocked_on: set[str] = set()
+
+    # --- writing -----------------------------------------------------------
+
+    def _schedule(self, _outbox: Outbox) -> None:
+        self.app.scheduler.schedule(self)
+
+    def flush(self) -> None:
+        """Write this connection's next batch in one transport call."""
+        outbox = self.outbox
+        batch = outbox.take_batch()
+        if batch and self.ws.protocol.state is OPEN:
+            transport = self._transport
+            transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            outbox.written(transport.get_write_buffer_size())
+        else:
+            outbox.written(0)
+
+    def transport_drained(self) -> None:
+        self.outbox.transport_drained()
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def send(self, payload: bytes) -> None:
+        """Send a reply or control event ahead of queued data."""
+        self.outbox.send_control(payload)
+
+    # --- reading -----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and answer ops until the connection closes."""
+        ws = self.ws
+        self._run_task = asyncio.current_task()
+        try:
+            while not self.closing:
+                if self._transport.get_write_buffer_size() > REPLY_BACKLOG_LIMIT:
+                    await self._wait_drained()
+                    continue
+                frame = await ws.recv()
+                await self.handle(frame)
+        except ConnectionClosed:
+            pass
+        except asyncio.CancelledError:
+            if not self.closing:
+                raise
+        finally:
+            self.connection_lost()
+
+    async def handle(self, frame: str | bytes) -> None:
+        op = parse_op(frame)
+        if isinstance(op, Publish):
+            await self._publish(op)
+        elif isinstance(op, Subscribe):
+            await self._subscribe(op)
+        elif isinstance(op, Unsubscribe):
+            self._unsubscribe(op)
+        elif isinstance(op, Ping):
+            self.send(events.pong(op.id))
+        elif isinstance(op, Auth):
+            # No auth configured: any token is accepted.
+            self.send(events.authenticated(op.id))
+        else:
+            self._rejected(op)
+
+    def _rejected(self, rejected: Rejected) -> None:
+        self.send(events.error(rejected.code, rejected.message, rejected.id))
+        if rejected.code in ABUSE_ERROR_CODES:
+            now = self.loop.time()
+            abuse = self._abuse
+            abuse.append(now)
+            while abuse and abuse[0] < now - ABUSE_WINDOW:
+                abuse.popleft()
+            if len(abuse) > ABUSE_LIMIT:
+                self.close(
+                    CloseCode.POLICY_VIOLATION,
+                    f"protocol abuse: more than {ABUSE_LIMIT} invalid frames in {ABUSE_WINDOW:g} s",
+                )
+
+    async def _publish(self, op: Publish) -> None:
+        if op.channel.startswith(SYSTEM_PREFIX):
+            self.send(
+                events.error(
+                    ErrorCode.FORBIDDEN,
+                    f"channel {op.channel!r} belongs to the server; clients cannot publish to it",
+                    op.id,
+                )
+            )
+            return
+        try:
+            seq = await self.app.publish(op.channel, op.data, publisher=self)
+        except PublishError as exc:
+            extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
+            self.send(events.error(exc.code, str(exc), op.id, **extra))
+            return
+        if op.id is not None:
+            self.send(events.published(op.channel, op.id, seq))
+
+    async def _subscribe(self, op: Subscribe) -> None:
+        name = op.channel
+        if name in self.outbox.subscriptions:
+            self.send(
+                events.error(ErrorCode.ALREADY_SUBSCRIBED, f"already subscribed to {name!r}", op.id)
+            )
+            return
+        channel = self.app.hub.channel(name)
+        if channel is None:
+            self.send(events.error(ErrorCode.UNKNOWN_CHANNEL, _unknown(name), op.id))
+            return
+        recovery = None
+        if op.since is not None:
+            try:
+                recovery = await self.app.broker.recover(channel, op.since, op.epoch)
+            except PublishError as exc:
+                self.send(events.error(exc.code, str(exc), op.id))
+                return
+            if self.closing or name in self.outbox.subscriptions:
+                return
+        # From here to the attachment nothing awaits: the reply's seq, the
+        # recovered tail and the live stream meet without gap or duplicate.
+        extra: dict[str, object] = {}
+        if recovery is not None:
+            extra["recovered"] = recovery.recovered
+            if not recovery.recovered:
+                extra["oldest_seq"] = recovery.oldest_seq
+        policy = channel.policy
+        self.send(
+            events.subscribed(
+                name,
+                op.id,
+                strategy=policy.strategy.value,
+                queue_size=policy.queue_size,
+                seq=channel.last_seq,
+                epoch=channel.epoch,
+                extra=extra,
+            )
+        )
+        sub = self.app.hub.subscribe(self.outbox, channel, now=self.loop.time())
+        if recovery is not None and recovery.recovered:
+            sub.preload(recovery.messages)
+
+    def _unsubscribe(self, op: Unsubscribe) -> None:
+        if self.app.hub.unsubscribe(self.outbox, op.channel) is None:
+            self.send(
+                events.error(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {op.channel!r}", op.id)
+            )
+            return
+        self.send(events.unsubscribed(op.channel, op.id))
+
+    # --- block channels ------------------------------------------------------
+
+    def channel_blocked(self, channel: Channel) -> None:
+        """This client's publish waits for room: tell it, and stop reading its frames."""
+        if channel.name not in self._blocked_on:
+            self._blocked_on.add(channel.name)
+            size = channel.policy.queue_size
+            self.send(
+                events.flow_pause(channel.name, reason="channel blocked", depth=size, limit=size)
+            )
+
+    def channel_unblocked(self, channel: Channel) -> None:
+        if channel.name in self._blocked_on:
+            self._blocked_on.discard(channel.name)
+            self.send(events.flow_resume(channel.name, dropped=0))
+
+    # --- closing -------------------------------------------------------------
+
+    def close(self, code: int, reason: str) -> None:
+        """Free everything held for this client now, send a close frame, abort if unanswered."""
+        if self.closing:
+            return
+        self.closing = True
+        self.app.hub.drop(self.outbox)
+        ws = self.ws
+        if ws.protocol.state is OPEN:
+            try:
+                ws.protocol.send_close(code, reason)
+                ws.send_data()
+            except Exception:  # the transport is already gone
+                logger.debug("could not send close frame to %s", self.remote, exc_info=True)
+        self._abort_handle = self.loop.call_later(self.app.config.server.close_timeout, self._abort)
+        self._stop_reading()
+
+    def _abort(self) -> None:
+        """The client did not complete the closing handshake in time (it is not reading)."""
+        self._abort_handle = None
+        self._transport.abort()
+
+    def _stop_reading(self) -> None:
+        """Interrupt the read loop wherever it waits (a frame, room on a block channel)."""
+        if self._drained is not None and not self._drained.done():
+            self._drained.cancel()
+        task = self._run_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+
+    def connection_lost(self) -> None:
+        """The TCP connection is gone: free what it held (idempotent)."""
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+            self._abort_handle = None
+        self.closing = True
+        self.app.hub.drop(self.outbox)
+        self.app.forget(self)
+        self._stop_reading()
+
+    async def _wait_drained(self) -> None:
+        self._drained = self.loop.create_future()
+        try:
+            await self._drained
+        except asyncio.CancelledError:
+            if not self.closing:
+                raise
+
+
+def _unknown(name: str) -> str:
+    return f"channel {name!r} matches no [channels] entry and strict_channels is on"

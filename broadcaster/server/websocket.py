@@ -1,0 +1,78 @@
+"""websockets' server connection, with the transport hooks the writer needs.
+
+Three things are added to `ServerConnection`, nothing is parsed by hand:
+
+- SO_SNDBUF is capped on every accepted socket, so the kernel cannot absorb
+  megabytes for a client that stopped reading;
+- the transport's write-buffer limits are (0, 0), so `pause_writing` fires
+  as soon as the kernel refuses bytes and `resume_writing` when the buffer is
+  empty again: the writer hands data to the transport only when it is empty;
+- those two events, and the loss of the connection, are forwarded to the
+  session that owns the connection.
+
+`frame_text` builds a server-to-client text frame with websockets' own frame
+serializer; server frames are unmasked and compression is off, so the same
+bytes are valid on every connection and a message is framed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Protocol
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+
+__all__ = ["BroadcasterConnection", "ConnectionEvents", "frame_text"]
+
+
+def frame_text(payload: bytes) -> bytes:
+    """The complete WebSocket text frame carrying `payload` (server side: unmasked)."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+class ConnectionEvents(Protocol):
+    """What a session needs to hear from its transport."""
+
+    def transport_drained(self) -> None: ...
+
+    def connection_lost(self) -> None: ...
+
+
+class BroadcasterConnection(ServerConnection):
+    """A server connection that caps its socket buffer and reports transport events."""
+
+    send_buffer: int = 0
+    """SO_SNDBUF in bytes for accepted sockets (0 leaves the kernel's autotuning)."""
+
+    session: ConnectionEvents | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.send_buffer:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):  # a platform without the option
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
+        super().connection_made(transport)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.session is not None:
+            self.session.transport_drained()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.session is not None:
+            self.session.connection_lost()
+
+
+def connection_class(send_buffer: int) -> type[BroadcasterConnection]:
+    """A connection class bound to one server's SO_SNDBUF setting."""
+    return type(
+        "BoundBroadcasterConnection", (BroadcasterConnection,), {"send_buffer": send_buffer}
+    )
+
+
+__all__ += ["connection_class"]
