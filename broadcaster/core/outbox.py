@@ -44,6 +44,7 @@ class Outbox:
         "_on_schedule",
         "_seg_starts",
         "_seg_subs",
+        "_write_now",
         "armed",
         "blocked",
         "budget",
@@ -59,6 +60,7 @@ class Outbox:
         id: int,
         *,
         on_schedule: Callable[[Outbox], None],
+        write_now: Callable[[Outbox], None] | None = None,
         framer: Callable[[bytes], bytes] = _identity,
         budget: int = DEFAULT_WRITE_BUDGET,
     ) -> None:
@@ -75,6 +77,7 @@ class Outbox:
         self.budget = budget
         self._framer = framer
         self._on_schedule = on_schedule
+        self._write_now = write_now
         self._seg_subs: list[Subscription] = []
         self._seg_starts: list[int] = []
         self._last_batch: list[bytes] = []
@@ -91,6 +94,16 @@ class Outbox:
         self.scheduled = True
         self.armed = False
         self._on_schedule(self)
+
+    @property
+    def writable(self) -> bool:
+        """The transport takes bytes now: data need not wait for the end of the iteration."""
+        return not self.blocked and not self.closed and self._write_now is not None
+
+    def flush_now(self) -> None:
+        """Write what is queued immediately (a burst within one iteration, no backlog)."""
+        if self._write_now is not None:
+            self._write_now(self)
 
     def send_control(self, payload: bytes) -> None:
         """Queue a control event ahead of all data; it is never dropped."""

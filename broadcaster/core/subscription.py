@@ -46,6 +46,7 @@ class Subscription:
         "dropped_since_resume",
         "fast_limit",
         "flow",
+        "flush_at",
         "full",
         "in_transport",
         "index",
@@ -57,6 +58,7 @@ class Subscription:
         "rise_at",
         "rule",
         "slow",
+        "strategy_limit",
     )
 
     def __init__(
@@ -79,8 +81,15 @@ class Subscription:
             if policy.strategy is Strategy.CONFLATE
             else STRATEGIES[policy.strategy]
         )
-        self.fast_limit = self.rule.fast_limit(policy.queue_size)
         self.blocking = policy.strategy is Strategy.BLOCK
+        # A burst that would take a writable subscriber to its watermark (or
+        # fill a block queue) is handed to the transport instead: it has no
+        # backlog, only a big iteration.
+        self.flush_at = max(
+            0, min(policy.high, policy.queue_size - (1 if self.blocking else 0)) - 1
+        )
+        self.strategy_limit = self.rule.fast_limit(policy.queue_size)
+        self.fast_limit = min(self.strategy_limit, self.flush_at)
         self.items: deque[Message] = deque()
         self.index: dict[Hashable, Message] = {}
         self.indexed = False
@@ -107,18 +116,28 @@ class Subscription:
         if len(items) < self.fast_limit:
             items.append(message)
         else:
-            reason = self.rule.offer(self, message)
-            if reason is not None:
-                self._dropped(reason)
-            if self.blocking and not self.full and len(items) >= self.queue_size:
-                self.full = True
-                self.channel.full_count += 1
+            self._push_slow(message)
         depth = len(items) + self.in_transport
         if depth >= self.rise_at:
             self._rose(depth, message.created)
         outbox = self.outbox
         if outbox.armed:
             outbox.schedule()
+
+    def _push_slow(self, message: Message) -> None:
+        """Near the watermark or conflating: flush, append, or ask the strategy."""
+        items = self.items
+        if len(items) >= self.flush_at and self.outbox.writable:
+            self.outbox.flush_now()
+        if len(items) < self.strategy_limit:
+            items.append(message)
+            return
+        reason = self.rule.offer(self, message)
+        if reason is not None:
+            self._dropped(reason)
+        if self.blocking and not self.full and len(items) >= self.queue_size:
+            self.full = True
+            self.channel.full_count += 1
 
     def preload(self, messages: list[Message]) -> None:
         """Queue recovered or snapshot messages ahead of the live stream, without strategy.

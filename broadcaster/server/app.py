@@ -246,4 +246,4 @@ class Broadcaster:
                     logger.info(
                         "slow consumer %s (%s): closing with 4008", session.id, session.remote
                     )
-                    session.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+                    session.close(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)

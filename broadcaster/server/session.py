@@ -51,7 +51,9 @@ class ClientSession:
         self.connected_mono = self.loop.time()
         peer = ws.remote_address
         self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.outbox = Outbox(session_id, on_schedule=self._schedule, framer=app.framer)
+        self.outbox = Outbox(
+            session_id, on_schedule=self._schedule, write_now=self._write_now, framer=app.framer
+        )
         self.closing = False
         self._transport = ws.transport
         self._abuse: deque[float] = deque()
@@ -64,6 +66,9 @@ class ClientSession:
 
     def _schedule(self, _outbox: Outbox) -> None:
         self.app.scheduler.schedule(self)
+
+    def _write_now(self, _outbox: Outbox) -> None:
+        self.flush()
 
     def flush(self) -> None:
         """Write this connection's next batch in one transport call."""
@@ -225,11 +230,17 @@ class ClientSession:
 
     # --- closing -------------------------------------------------------------
 
-    def close(self, code: int, reason: str) -> None:
-        """Free everything held for this client now, send a close frame, abort if unanswered."""
+    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
+        """Free everything held for this client now, send a close frame, abort if unanswered.
+
+        With `flush`, what is pending is written first (so the client sees the
+        errors that led to a policy close); a slow consumer gets nothing more.
+        """
         if self.closing:
             return
         self.closing = True
+        if flush:
+            self.flush()
         self.app.hub.drop(self.outbox)
         ws = self.ws
         if ws.protocol.state is OPEN:

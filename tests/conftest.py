@@ -1,0 +1,63 @@
+"""Fixtures: a real server on a free loopback port, real clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from broadcaster.server.app import Broadcaster
+from tests.support.raw_client import RawClient
+from tests.support.servers import TEST_SERVER_TOML, ServerProcess, start_server
+
+StartServer = Callable[..., Awaitable[Broadcaster]]
+StartProcess = Callable[..., Awaitable[ServerProcess]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[StartServer]:
+    """Start in-process servers (config TOML appended to the test [server] section)."""
+    started: list[Broadcaster] = []
+
+    async def start(extra_toml: str = "", server_toml: str = TEST_SERVER_TOML) -> Broadcaster:
+        server = await start_server(extra_toml, server_toml)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+@pytest.fixture
+async def serve_process(tmp_path: Path) -> AsyncIterator[StartProcess]:
+    """Start `python -m broadcaster serve` subprocesses; killed at teardown."""
+    started: list[ServerProcess] = []
+
+    async def start(config_text: str) -> ServerProcess:
+        proc = ServerProcess(config_text, tmp_path / f"server{len(started)}")
+        started.append(proc)
+        return await proc.start()
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+ConnectRaw = Callable[..., Awaitable[RawClient]]
+
+
+@pytest.fixture
+async def connect_raw() -> AsyncIterator[ConnectRaw]:
+    """Open raw-socket clients that read only when told (closed at teardown)."""
+    opened: list[RawClient] = []
+
+    async def connect(port: int, *, rcvbuf: int = 4096) -> RawClient:
+        client = RawClient(port, rcvbuf=rcvbuf)
+        opened.append(client)
+        return await client.connect()
+
+    yield connect
+    for client in opened:
+        client.close()

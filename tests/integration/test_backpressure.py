@@ -1,0 +1,182 @@
+"""Clients that stop reading at the TCP level, on each strategy's channel.
+
+The stalled client is a raw socket with a small receive buffer that reads
+nothing until the test lets it; the server's send buffer is capped at 4 KiB
+by the test config, so a few kilobytes in, the server's own queue is what
+holds messages back and the channel's strategy decides what survives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from broadcaster.server.app import Broadcaster
+from tests.conftest import ConnectRaw, StartServer
+from tests.support.clients import open_client
+from tests.support.raw_client import RawClient
+from tests.support.servers import wait_until
+
+CHANNELS = """
+[channels."oldest"]
+strategy = "drop-oldest"
+queue_size = 8
+
+[channels."newest"]
+strategy = "drop-newest"
+queue_size = 8
+
+[channels."blocked"]
+strategy = "block"
+queue_size = 8
+slow_consumer_timeout = 30.0
+"""
+
+PAD = "x" * 1000
+
+
+def subscription_depth(server: Broadcaster, channel: str) -> int:
+    ch = server.hub.channels.get(channel)
+    return max((sub.depth for sub in ch.subscriptions), default=0) if ch else 0
+
+
+def paused(server: Broadcaster, channel: str) -> bool:
+    ch = server.hub.channels.get(channel)
+    return bool(ch) and any(sub.flow.paused for sub in ch.subscriptions)
+
+
+async def stalled_subscriber(
+    connect_raw: ConnectRaw, server: Broadcaster, channel: str
+) -> RawClient:
+    client = await connect_raw(server.port)
+    await client.send({"op": "subscribe", "channel": channel, "id": 1})
+    await client.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    return client
+
+
+def seq_runs(messages: list[dict[str, Any]]) -> tuple[int, int]:
+    """(number of messages, total size of the seq gaps) for a strictly increasing stream."""
+    seqs = [m["seq"] for m in messages]
+    assert seqs == sorted(set(seqs)), "seqs must strictly increase: no duplicate, no reordering"
+    gaps = sum(b - a - 1 for a, b in itertools.pairwise(seqs))
+    return len(seqs), gaps
+
+
+def flow_events(events: list[dict[str, Any]], channel: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in events
+        if e.get("event") in ("flow.pause", "flow.resume") and e.get("channel") == channel
+    ]
+
+
+async def test_drop_oldest_stalled_client_gets_newest_messages_and_exact_drop_count(
+    serve: StartServer, connect_raw: ConnectRaw
+) -> None:
+    """A stalled drop-oldest subscriber is paused, then gets the newest messages and `dropped`."""
+    server = await serve(CHANNELS)
+    stalled = await stalled_subscriber(connect_raw, server, "oldest")
+    healthy = await open_client(server.url)
+    await healthy.subscribe("oldest")
+    total = 300
+    healthy_seqs = []
+    for i in range(total):
+        await server.publish("oldest", {"i": i, "pad": PAD})
+        # The healthy subscriber reads each message before the next is published.
+        healthy_seqs += [m["seq"] for m in await healthy.messages("oldest", 1)]
+    assert healthy_seqs == list(range(1, total + 1)), "a reading subscriber loses nothing"
+    await wait_until(lambda: paused(server, "oldest"), what="the stalled subscriber to pause")
+
+    events = await stalled.read_until(
+        lambda evs: (
+            any(e.get("event") == "flow.resume" for e in evs)
+            and any(e.get("seq") == total for e in evs)
+        )
+    )
+    flow = flow_events(events, "oldest")
+    assert [e["event"] for e in flow] == ["flow.pause", "flow.resume"]
+    pause, resume = flow
+    assert pause["reason"] == "buffer full"
+    assert pause["limit"] == 8
+    assert pause["depth"] >= 8
+    received, gaps = seq_runs(stalled.messages("oldest"))
+    assert resume["dropped"] == gaps > 0
+    assert received + resume["dropped"] == total
+    assert stalled.messages("oldest")[-1]["seq"] == total, "the newest message survives"
+    assert [m["seq"] for m in stalled.messages("oldest")[-8:]] == list(range(total - 7, total + 1))
+
+
+async def test_drop_newest_stalled_client_keeps_the_head_and_later_messages_resume(
+    serve: StartServer, connect_raw: ConnectRaw
+) -> None:
+    """A stalled drop-newest subscriber keeps the queue's head; the seq gap equals `dropped`."""
+    server = await serve(CHANNELS)
+    stalled = await stalled_subscriber(connect_raw, server, "newest")
+    total = 300
+    for i in range(total):
+        await server.publish("newest", {"i": i, "pad": PAD})
+    await wait_until(lambda: paused(server, "newest"), what="the stalled subscriber to pause")
+    await stalled.read_until(lambda evs: any(e.get("event") == "flow.resume" for e in evs))
+    await server.publish("newest", {"i": total})
+    events = await stalled.read_until(lambda evs: any(e.get("seq") == total + 1 for e in evs))
+    flow = flow_events(events, "newest")
+    assert [e["event"] for e in flow] == ["flow.pause", "flow.resume"]
+    received, gaps = seq_runs(stalled.messages("newest"))
+    dropped = flow[1]["dropped"]
+    assert dropped == gaps > 0
+    assert received + dropped == total + 1
+    last_before = stalled.messages("newest")[-2]["seq"]
+    assert last_before < total, "the newest messages were the ones dropped"
+    assert last_before + dropped == total
+
+
+async def test_block_channel_pauses_publisher_and_loses_nothing(
+    serve: StartServer, connect_raw: ConnectRaw
+) -> None:
+    """On a block channel the publisher is paused (and not read) until the subscriber catches up."""
+    server = await serve(CHANNELS)
+    stalled = await stalled_subscriber(connect_raw, server, "blocked")
+    publisher = await open_client(server.url)
+    total = 100
+    for i in range(total):
+        await publisher.send(
+            {"op": "publish", "channel": "blocked", "data": {"i": i, "pad": PAD}, "id": i}
+        )
+    pause = await publisher.recv_event("flow.pause", channel="blocked")
+    assert pause["reason"] == "channel blocked"
+    await publisher.send({"op": "ping", "id": "after"})
+    assert not any(e.get("event") == "pong" for e in publisher.seen)
+
+    events = await stalled.read_until(lambda evs: any(e.get("seq") == total for e in evs))
+    seqs = [m["seq"] for m in stalled.messages("blocked")]
+    assert seqs == list(range(1, total + 1)), "block never drops and never reorders"
+    sub_flow = flow_events(events, "blocked")
+    assert [e["event"] for e in sub_flow][:2] == ["flow.pause", "flow.resume"]
+    assert all(e["dropped"] == 0 for e in sub_flow if e["event"] == "flow.resume")
+
+    await publisher.recv_event("pong", id="after", timeout=10)
+    names = [e.get("event") for e in publisher.seen]
+    assert names.index("flow.pause") < names.index("flow.resume") < names.index("pong")
+    acks = [e["seq"] for e in publisher.seen if e.get("event") == "published"]
+    assert acks == list(range(1, total + 1)), "every publish was accepted, in order"
+
+
+async def test_block_channel_publish_from_application_waits_for_room(
+    serve: StartServer, connect_raw: ConnectRaw
+) -> None:
+    """`server.publish` into a full block channel waits until the subscriber reads."""
+    server = await serve(CHANNELS)
+    stalled = await stalled_subscriber(connect_raw, server, "blocked")
+    done = 0
+    for i in range(200):
+        await server.publish("blocked", {"i": i, "pad": PAD})
+        done += 1
+        if server.hub.channels["blocked"].full_count:
+            break
+    assert server.hub.channels["blocked"].full_count == 1, "the subscriber's queue filled up"
+    waiting = asyncio.create_task(server.publish("blocked", {"i": "next"}))
+    await asyncio.sleep(0)
+    assert not waiting.done(), "the publish waits while the queue is full"
+    await stalled.read_until(lambda evs: any(e.get("seq") == done + 1 for e in evs))
+    assert await waiting == done + 1

@@ -1,0 +1,111 @@
+"""A client that stays behind is cut off (close 4008) and cannot hurt anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+
+from broadcaster.server.app import Broadcaster
+from tests.conftest import ConnectRaw, StartServer
+from tests.support.clients import open_client
+from tests.support.servers import wait_until
+
+CHANNELS = """
+[channels."live"]
+strategy = "drop-oldest"
+queue_size = 8
+slow_consumer_timeout = 0.3
+
+[channels."orders"]
+strategy = "block"
+queue_size = 8
+slow_consumer_timeout = 0.3
+"""
+
+PAD = "y" * 1000
+
+
+def disconnects(server: Broadcaster, channel: str) -> int:
+    ch = server.hub.channels.get(channel)
+    return ch.counters.slow_consumer_disconnects if ch else 0
+
+
+async def publish_until(server: Broadcaster, channel: str, done: asyncio.Event) -> int:
+    """Publish 1 KB messages, yielding between them, until `done` is set (bounded count)."""
+    sent = 0
+    for i in range(20_000):
+        if done.is_set():
+            break
+        await server.publish(channel, {"i": i, "pad": PAD})
+        sent += 1
+        await asyncio.sleep(0.001)
+    return sent
+
+
+async def test_stalled_subscriber_is_closed_with_4008_and_healthy_one_gets_everything(
+    serve: StartServer, connect_raw: ConnectRaw
+) -> None:
+    """Behind for longer than slow_consumer_timeout: close 4008; a healthy peer loses nothing."""
+    server = await serve(CHANNELS)
+    stalled = await connect_raw(server.port)
+    await stalled.send({"op": "subscribe", "channel": "live", "id": 1})
+    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    healthy = await open_client(server.url)
+    await healthy.subscribe("live")
+
+    done = asyncio.Event()
+    publisher = asyncio.create_task(publish_until(server, "live", done))
+    await wait_until(lambda: disconnects(server, "live") == 1, what="the slow-consumer close")
+    done.set()
+    sent = await publisher
+
+    # Everything the server held for the stalled client was freed at once.
+    assert all(len(s.outbox.subscriptions) == 0 for s in server.sessions.values() if s.closing)
+    assert all(sub.outbox.id != 1 for sub in server.hub.channels["live"].subscriptions)
+
+    await stalled.read_to_end()
+    assert stalled.close_code == 4008
+    assert stalled.close_reason == "slow consumer"
+
+    got = await healthy.messages("live", sent, timeout=10)
+    assert [m["seq"] for m in got] == list(range(1, sent + 1))
+
+
+async def test_client_that_never_reads_again_is_aborted(
+    serve: StartServer, connect_raw: ConnectRaw
+) -> None:
+    """A slow consumer that cannot read its close frame is aborted: the server forgets it."""
+    server = await serve(CHANNELS)
+    stalled = await connect_raw(server.port)
+    await stalled.send({"op": "subscribe", "channel": "live", "id": 1})
+    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    session_ids = set(server.sessions)
+    done = asyncio.Event()
+    publisher = asyncio.create_task(publish_until(server, "live", done))
+    await wait_until(lambda: disconnects(server, "live") == 1, what="the slow-consumer close")
+    done.set()
+    await publisher
+    await wait_until(
+        lambda: not (session_ids & set(server.sessions)), what="the aborted connection to go"
+    )
+    await stalled.read_to_end()
+    assert stalled.reset or stalled.eof
+
+
+async def test_block_channel_is_unblocked_when_the_slow_consumer_is_cut_off(
+    serve: StartServer, connect_raw: ConnectRaw
+) -> None:
+    """A stalled subscriber blocks a block channel only until its slow-consumer timeout."""
+    server = await serve(CHANNELS)
+    stalled = await connect_raw(server.port)
+    await stalled.send({"op": "subscribe", "channel": "orders", "id": 1})
+    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    healthy = await open_client(server.url)
+    await healthy.subscribe("orders")
+    total = 200
+    for i in range(total):
+        # Paced by the healthy reader; blocks while the stalled queue is full.
+        await server.publish("orders", {"i": i, "pad": PAD})
+        await healthy.messages("orders", 1, timeout=10)
+    assert disconnects(server, "orders") == 1, "the stalled subscriber was cut off"
+    assert server.hub.channels["orders"].has_room()
+    assert len(server.hub.channels["orders"].subscriptions) == 1

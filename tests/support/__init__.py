@@ -1,0 +1,1 @@
+"""Helpers shared by the integration tests: servers, raw clients, waiting on state."""
