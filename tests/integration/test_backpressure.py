@@ -36,14 +36,9 @@ slow_consumer_timeout = 30.0
 PAD = "x" * 1000
 
 
-def subscription_depth(server: Broadcaster, channel: str) -> int:
-    ch = server.hub.channels.get(channel)
-    return max((sub.depth for sub in ch.subscriptions), default=0) if ch else 0
-
-
 def paused(server: Broadcaster, channel: str) -> bool:
     ch = server.hub.channels.get(channel)
-    return bool(ch) and any(sub.flow.paused for sub in ch.subscriptions)
+    return ch is not None and any(sub.flow.paused for sub in ch.subscriptions)
 
 
 async def stalled_subscriber(
