@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from broadcaster.server.app import Broadcaster
 from tests.support.raw_client import RawClient
 from tests.support.servers import TEST_SERVER_TOML, ServerProcess, start_server
 
 StartServer = Callable[..., Awaitable[Broadcaster]]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on the standard loop and on uvloop: the same code on both."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 StartProcess = Callable[..., Awaitable[ServerProcess]]
 
 
