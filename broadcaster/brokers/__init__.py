@@ -6,7 +6,7 @@ other backends implement the same narrow interface in `base.Broker`.
 
 from __future__ import annotations
 
-from broadcaster.brokers.base import Broker, MessageFactory
+from broadcaster.brokers.base import Broker, BrokerStatus, MessageFactory
 from broadcaster.brokers.memory import MemoryBroker
 
-__all__ = ["Broker", "MemoryBroker", "MessageFactory"]
+__all__ = ["Broker", "BrokerStatus", "MemoryBroker", "MessageFactory"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -13,7 +14,21 @@ from broadcaster.core.history import Recovery
 from broadcaster.core.message import Message
 from broadcaster.errors import InvalidPublish
 
-__all__ = ["Broker", "MessageFactory"]
+__all__ = ["Broker", "BrokerStatus", "MessageFactory"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatus:
+    """What /healthz, /stats and metrics show of the broker.
+
+    `breaker` is the circuit breaker's state: "closed" (healthy), "half-open"
+    (probing after failures) or "open" (publishes fail fast).
+    """
+
+    kind: str
+    up: bool
+    breaker: str = "closed"
+    detail: str | None = None
 
 
 class MessageFactory:
@@ -58,6 +73,10 @@ class Broker(Protocol):
     async def publish(self, channel: Channel, data: Any) -> int: ...
 
     async def recover(self, channel: Channel, since: int, epoch: str | None) -> Recovery: ...
+
+    def status(self) -> BrokerStatus:
+        """Whether the broker is reachable, and its circuit breaker's state."""
+        ...
 
     def channel_active(self, channel: Channel) -> None:
         """`channel` got its first local subscriber."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broadcaster.brokers.base import MessageFactory
+from broadcaster.brokers.base import BrokerStatus, MessageFactory
 from broadcaster.core.channel import Channel
 from broadcaster.core.history import History, Recovery
 
@@ -57,6 +57,9 @@ class MemoryBroker:
             oldest = history.oldest_seq(last_seq=last, now=self._clock())
             return Recovery(recovered=False, messages=[], oldest_seq=oldest)
         return history.since(since, last_seq=last, now=self._clock())
+
+    def status(self) -> BrokerStatus:
+        return BrokerStatus(kind=self.name, up=True)
 
     def channel_active(self, channel: Channel) -> None:
         return None

@@ -96,9 +96,16 @@ class HttpEndpoints:
         return handler(parse_qs(url.query))
 
     def _healthz(self, query: dict[str, list[str]]) -> Response:
+        # Liveness: 200 even while the broker is down (local subscribers are served).
+        broker = self.app.broker.status()
         return _json(
             http.HTTPStatus.OK,
-            {"status": "ok", "broker": "up", "connections": len(self.app.sessions)},
+            {
+                "status": "ok",
+                "broker": "up" if broker.up else "down",
+                "breaker": broker.breaker,
+                "connections": len(self.app.sessions),
+            },
         )
 
     def _stats(self, query: dict[str, list[str]]) -> Response:

@@ -76,7 +76,7 @@ def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth"
             "started_at": app.started_at,
             "uptime": round(now - app.started_mono, 3),
             "connections": len(sessions),
-            "broker": app.broker.name,
+            "broker": asdict(app.broker.status()),
             "epoch": app.hub.epoch,
         },
         "connections": [connection_entry(s, now) for s in chosen],
