@@ -110,8 +110,12 @@ queue_size = 256               # messages per subscription
 # low_watermark = 128          # default: queue_size / 2
 slow_consumer_timeout = 5.0    # seconds at or above the high watermark -> close 4008
 
-[channels."tickers.*"]
-strategy = "drop-oldest"
+[channels."tickers.*"]          # a slow browser gets the latest price of every symbol
+strategy = "conflate"
+conflate_key = "symbol"        # field of `data` that names the key
+conflate_fallback = "drop-oldest"  # for messages without that field
+snapshot = true                # new subscribers first get the latest value per key
+max_rate = 50                  # the most a subscriber may ask for with subscribe's max_rate
 
 [broker]
 kind = "memory"                # memory | redis

@@ -21,6 +21,8 @@ def pytest_asyncio_loop_factories(
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Every async test runs on the standard loop and on uvloop: the same code on both."""
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
 StartProcess = Callable[..., Awaitable[ServerProcess]]
 
 

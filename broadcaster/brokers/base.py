@@ -52,6 +52,23 @@ class MessageFactory:
             key=channel.conflation_key(data),
         )
 
+    def snapshot(self, message: Message) -> Message:
+        """`message` flagged `"snapshot": true` for a new subscriber; built once, then shared."""
+        variant = message.as_snapshot
+        if variant is None:
+            # The payload is an object ending in "}": add the flag without re-encoding data.
+            payload = message.payload[:-1] + b',"snapshot":true}'
+            variant = Message(
+                channel=message.channel,
+                seq=message.seq,
+                payload=payload,
+                frame=self._framer(payload),
+                created=message.created,
+                key=message.key,
+            )
+            message.as_snapshot = variant
+        return variant
+
 
 class Broker(Protocol):
     """Assigns seqs, shares messages between nodes, keeps history.

@@ -12,7 +12,11 @@ from broadcaster.core.strategies import DropReason, Strategy
 if TYPE_CHECKING:
     from broadcaster.core.subscription import Subscription
 
-__all__ = ["Channel", "ChannelCounters"]
+__all__ = ["SNAPSHOT_MAX_KEYS", "Channel", "ChannelCounters"]
+
+# Keys a snapshot channel remembers; beyond it the least recently updated key
+# is forgotten, so publishers of ever-new keys cannot grow memory without bound.
+SNAPSHOT_MAX_KEYS = 10_000
 
 
 class ChannelCounters:
@@ -50,6 +54,7 @@ class Channel:
         "epoch",
         "full_count",
         "last_seq",
+        "latest",
         "name",
         "on_room",
         "policy",
@@ -65,6 +70,8 @@ class Channel:
         self.counters = ChannelCounters()
         self.full_count = 0
         self.on_room: Callable[[Channel], None] | None = None
+        self.latest: dict[Hashable, Message] | None = {} if policy.snapshot else None
+        """Snapshot channels: the newest message of every key (last-value cache)."""
         self._key_path: tuple[str, ...] = (
             tuple(policy.conflate_key.split("."))
             if policy.strategy is Strategy.CONFLATE and policy.conflate_key
@@ -103,8 +110,20 @@ class Channel:
         """Hand `message` to every local subscription; seq must be `last_seq + 1` or later."""
         self.last_seq = message.seq
         self.counters.published += 1
+        latest = self.latest
+        if latest is not None and message.key is not None:
+            latest.pop(message.key, None)
+            latest[message.key] = message
+            if len(latest) > SNAPSHOT_MAX_KEYS:
+                del latest[next(iter(latest))]
         for sub in self.subscriptions:
             sub.push(message)
+
+    def snapshot(self) -> list[Message]:
+        """The newest message of every key, in seq order (empty unless `snapshot = true`)."""
+        if not self.latest:
+            return []
+        return sorted(self.latest.values(), key=lambda m: m.seq)
 
     def __repr__(self) -> str:
         return (

@@ -18,7 +18,7 @@ class Message:
     publish, used for the slow-consumer clock and latency sampling.
     """
 
-    __slots__ = ("channel", "created", "frame", "key", "payload", "seq")
+    __slots__ = ("as_snapshot", "channel", "created", "frame", "key", "payload", "seq")
 
     def __init__(
         self,
@@ -36,6 +36,8 @@ class Message:
         self.frame = frame
         self.created = created
         self.key = key
+        self.as_snapshot: Message | None = None
+        """The same message flagged `"snapshot": true`, built on first need and shared."""
 
     def __repr__(self) -> str:
         return f"Message(channel={self.channel!r}, seq={self.seq}, key={self.key!r})"

@@ -41,6 +41,7 @@ class Outbox:
     __slots__ = (
         "_framer",
         "_last_batch",
+        "_more",
         "_on_schedule",
         "_seg_starts",
         "_seg_subs",
@@ -53,6 +54,7 @@ class Outbox:
         "id",
         "scheduled",
         "subscriptions",
+        "wake_at",
     )
 
     def __init__(
@@ -81,6 +83,9 @@ class Outbox:
         self._seg_subs: list[Subscription] = []
         self._seg_starts: list[int] = []
         self._last_batch: list[bytes] = []
+        self.wake_at: float | None = None
+        """When a rate-capped subscription with pending data is next due (None: none is)."""
+        self._more = False
 
     @property
     def depth(self) -> int:
@@ -116,9 +121,16 @@ class Outbox:
         """Whether any subscription still has queued messages."""
         return any(sub.items for sub in self.subscriptions.values())
 
-    def take_batch(self) -> list[bytes]:
-        """The frames to write now: control first, then queued data within the budget."""
+    def take_batch(self, now: float = 0.0) -> list[bytes]:
+        """The frames to write now: control first, then queued data within the budget.
+
+        `now` matters only to rate-capped subscriptions (`max_rate`): one
+        message leaves each of them per interval; `wake_at` says when the next
+        one is due.
+        """
         self.scheduled = False
+        self.wake_at = None
+        self._more = False
         batch = self.control
         self.control = []
         seg_subs = self._seg_subs
@@ -137,19 +149,35 @@ class Outbox:
             index = sub.index
             popleft = items.popleft
             append = batch.append
-            while items:
+            if sub.interval:
+                if now < sub.next_due:
+                    if self.wake_at is None or sub.next_due < self.wake_at:
+                        self.wake_at = sub.next_due
+                    continue
+                sub.next_due = now + sub.interval
                 entry = popleft()
                 frame = (index.pop(entry.key, entry) if index else entry).frame
                 append(frame)
                 budget -= len(frame)
-                if budget <= 0:
-                    break
+                if items and (self.wake_at is None or sub.next_due < self.wake_at):
+                    self.wake_at = sub.next_due
+            else:
+                while items:
+                    entry = popleft()
+                    frame = (index.pop(entry.key, entry) if index else entry).frame
+                    append(frame)
+                    budget -= len(frame)
+                    if budget <= 0:
+                        break
+                if items:
+                    self._more = True
             taken = len(batch) - start
             sub.delivered += taken
             sub.channel.counters.delivered += taken
             seg_subs.append(sub)
             seg_starts.append(start)
             if budget <= 0:
+                self._more = True
                 break
         self._last_batch = batch
         return batch
@@ -178,6 +206,8 @@ class Outbox:
             if sub.in_transport:
                 sub.in_transport = 0
                 sub.settle()
+        # Data may have queued while blocked: look at it on the next flush.
+        self._more = self.has_data()
         self._rearm()
 
     def close(self) -> list[Subscription]:
@@ -192,7 +222,7 @@ class Outbox:
     def _rearm(self) -> None:
         if self.scheduled:
             return
-        if self.control or (not self.blocked and self.has_data()):
+        if self.control or (not self.blocked and self._more):
             self.schedule()
         else:
             self.armed = not self.blocked

@@ -29,6 +29,7 @@ __all__ = [
     "DropNewest",
     "DropOldest",
     "DropReason",
+    "Latest",
     "QueueState",
     "Strategy",
     "StrategyRule",
@@ -179,6 +180,29 @@ class Conflate:
         if key is not None:
             index[key] = message
         return DropReason.QUEUE_FULL
+
+
+class Latest:
+    """Keep only the newest message: a rate-capped subscription between two sends.
+
+    Used for subscriptions with `max_rate` on channels without a conflation
+    key: whatever is pending is replaced, so the next send is always the
+    channel's latest message. Each replaced message counts as conflated.
+    """
+
+    name = Strategy.CONFLATE
+
+    def fast_limit(self, queue_size: int) -> int:
+        return 1
+
+    def offer(self, queue: QueueState, message: Message) -> DropReason | None:
+        items = queue.items
+        if not items:
+            items.append(message)
+            return None
+        items.clear()
+        items.append(message)
+        return DropReason.CONFLATED
 
 
 STRATEGIES: dict[Strategy, StrategyRule] = {

@@ -17,7 +17,14 @@ from broadcaster.core import events
 from broadcaster.core.flow_control import FlowControl
 from broadcaster.core.message import Message
 from broadcaster.core.slow_consumer import SlowConsumerRule
-from broadcaster.core.strategies import STRATEGIES, Conflate, DropReason, Strategy, StrategyRule
+from broadcaster.core.strategies import (
+    STRATEGIES,
+    Conflate,
+    DropReason,
+    Latest,
+    Strategy,
+    StrategyRule,
+)
 
 if TYPE_CHECKING:
     from broadcaster.core.channel import Channel
@@ -51,8 +58,10 @@ class Subscription:
         "in_transport",
         "index",
         "indexed",
+        "interval",
         "items",
         "max_rate",
+        "next_due",
         "outbox",
         "queue_size",
         "rise_at",
@@ -76,11 +85,17 @@ class Subscription:
         self.created = now
         self.max_rate = max_rate
         self.queue_size = policy.queue_size
-        self.rule: StrategyRule = (
-            Conflate(policy.conflate_fallback)
-            if policy.strategy is Strategy.CONFLATE
-            else STRATEGIES[policy.strategy]
-        )
+        self.rule: StrategyRule
+        if policy.strategy is Strategy.CONFLATE:
+            self.rule = Conflate(policy.conflate_fallback)
+        elif max_rate is not None:
+            self.rule = Latest()
+        else:
+            self.rule = STRATEGIES[policy.strategy]
+        # With max_rate, at most one message leaves per interval (Outbox.take_batch);
+        # in between, pending messages conflate (per key, or to the latest).
+        self.interval = 1.0 / max_rate if max_rate else 0.0
+        self.next_due = float("-inf")
         self.blocking = policy.strategy is Strategy.BLOCK
         # A burst that would take a writable subscriber to its watermark (or
         # fill a block queue) is handed to the transport instead: it has no
@@ -113,31 +128,37 @@ class Subscription:
     def push(self, message: Message) -> None:
         """Queue one message for this subscriber, applying the channel's strategy."""
         items = self.items
+        wake = True
         if len(items) < self.fast_limit:
             items.append(message)
         else:
-            self._push_slow(message)
+            wake = self._push_slow(message)
         depth = len(items) + self.in_transport
         if depth >= self.rise_at:
             self._rose(depth, message.created)
         outbox = self.outbox
-        if outbox.armed:
+        if outbox.armed and wake:
             outbox.schedule()
 
-    def _push_slow(self, message: Message) -> None:
-        """Near the watermark or conflating: flush, append, or ask the strategy."""
+    def _push_slow(self, message: Message) -> bool:
+        """Near the watermark or conflating: flush, append, or ask the strategy.
+
+        Returns whether the outbox should be scheduled: a rate-capped
+        subscription that is not due yet waits for its timer instead.
+        """
         items = self.items
-        if len(items) >= self.flush_at and self.outbox.writable:
+        if len(items) >= self.flush_at and self.outbox.writable and not self.interval:
             self.outbox.flush_now()
         if len(items) < self.strategy_limit:
             items.append(message)
-            return
+            return True
         reason = self.rule.offer(self, message)
         if reason is not None:
             self._dropped(reason)
         if self.blocking and not self.full and len(items) >= self.queue_size:
             self.full = True
             self.channel.full_count += 1
+        return not self.interval or message.created >= self.next_due
 
     def preload(self, messages: list[Message]) -> None:
         """Queue recovered or snapshot messages ahead of the live stream, without strategy.

@@ -60,6 +60,7 @@ class ClientSession:
         self._abort_handle: asyncio.TimerHandle | None = None
         self._drained: asyncio.Future[None] | None = None
         self._run_task: asyncio.Task[object] | None = None
+        self._rate_timer: asyncio.TimerHandle | None = None
         self._blocked_on: set[str] = set()
 
     # --- writing -----------------------------------------------------------
@@ -73,13 +74,28 @@ class ClientSession:
     def flush(self) -> None:
         """Write this connection's next batch in one transport call."""
         outbox = self.outbox
-        batch = outbox.take_batch()
+        batch = outbox.take_batch(self.loop.time())
         if batch and self.ws.protocol.state is OPEN:
             transport = self._transport
             transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
             outbox.written(transport.get_write_buffer_size())
         else:
             outbox.written(0)
+        if outbox.wake_at is not None:
+            self._wake_at(outbox.wake_at)
+
+    def _wake_at(self, when: float) -> None:
+        """A rate-capped subscription is due at `when`: flush then (one timer per connection)."""
+        timer = self._rate_timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._rate_timer = self.loop.call_at(when, self._rate_due)
+
+    def _rate_due(self) -> None:
+        self._rate_timer = None
+        self.outbox.schedule()
 
     def transport_drained(self) -> None:
         self.outbox.transport_drained()
@@ -189,6 +205,11 @@ class ClientSession:
             if not recovery.recovered:
                 extra["oldest_seq"] = recovery.oldest_seq
         policy = channel.policy
+        max_rate = op.max_rate
+        if max_rate is not None and policy.max_rate is not None:
+            max_rate = min(max_rate, policy.max_rate)
+        if max_rate is not None:
+            extra["max_rate"] = max_rate
         self.send(
             events.subscribed(
                 name,
@@ -200,9 +221,12 @@ class ClientSession:
                 extra=extra,
             )
         )
-        sub = self.app.hub.subscribe(self.outbox, channel, now=self.loop.time())
+        sub = self.app.hub.subscribe(self.outbox, channel, now=self.loop.time(), max_rate=max_rate)
         if recovery is not None and recovery.recovered:
             sub.preload(recovery.messages)
+        elif policy.snapshot:
+            snapshot = self.app.factory.snapshot
+            sub.preload([snapshot(message) for message in channel.snapshot()])
 
     def _unsubscribe(self, op: Unsubscribe) -> None:
         if self.app.hub.unsubscribe(self.outbox, op.channel) is None:
@@ -259,6 +283,9 @@ class ClientSession:
 
     def _stop_reading(self) -> None:
         """Interrupt the read loop wherever it waits (a frame, room on a block channel)."""
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
         if self._drained is not None and not self._drained.done():
             self._drained.cancel()
         task = self._run_task
