@@ -203,7 +203,11 @@ async def test_console_script_serves_the_embedded_default_with_the_demo_ticker()
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             client = JsonClient(ws)
             reply = await client.subscribe("tickers.demo")
-            (message,) = await client.messages("tickers.demo", 1)
+            assert reply["strategy"] == "conflate"
+            message = await client.recv_event("message", channel="tickers.demo")
+            while message.get("snapshot"):
+                assert message["seq"] <= reply["seq"]
+                message = await client.recv_event("message", channel="tickers.demo")
             assert message["seq"] > reply["seq"]
             assert set(message["data"]) >= {"symbol", "price"}
     finally:
