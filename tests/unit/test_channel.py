@@ -222,6 +222,13 @@ def test_true_and_one_are_different_keys() -> None:
     assert data_seqs(rig.flush()) == [1, 2]
 
 
+def test_channel_repr_shows_strategy_seq_and_subscribers() -> None:
+    """Logs show a channel's strategy, last seq and subscriber count."""
+    rig = Rig()
+    rig.publish(2)
+    assert repr(rig.channel) == ("Channel('c', strategy=drop-oldest, last_seq=2, subscribers=1)")
+
+
 def test_message_repr_names_channel_seq_and_key() -> None:
     """Logs show which message is which."""
     assert repr(make_message("c", 3, key="A")) == "Message(channel='c', seq=3, key='A')"

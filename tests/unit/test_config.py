@@ -338,6 +338,7 @@ def test_wrong_type(tmp_path: Path, text: str, key: str, expected: str, got: obj
         ("[channels]\na = 5\n", '[channels."a"]', "a table"),
         ("channels = 5\n", "[channels]", "tables such as"),
         ("sources = 5\n", "[sources]", "tables such as"),
+        ("[sources]\nx = 5\n", "[sources.x]", "a table"),
         ("[sources.x]\nrate = 1\n", "[sources.x] channel", "a channel name"),
         ('[sources.x]\nchannel = "c"\nkind = 1\n', "[sources.x] kind", "a string"),
         ("server = 5\n", "[server]", "a table"),

@@ -145,6 +145,39 @@ def test_high_watermark_defaults_to_the_queue_size() -> None:
     assert rig.sub.flow.paused
 
 
+def strategy_policy(strategy: Strategy) -> ChannelPolicy:
+    """A 4-message queue pausing at 3 and resuming at 1, conflating on `data.key`."""
+    return ChannelPolicy(
+        strategy=strategy,
+        queue_size=4,
+        high_watermark=3,
+        low_watermark=1,
+        conflate_key="key" if strategy is Strategy.CONFLATE else None,
+    )
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_every_strategy_pauses_at_high(strategy: Strategy) -> None:
+    """Flow control is the same on every strategy: the message reaching high pauses."""
+    rig = Rig(strategy_policy(strategy))
+    rig.publish_keys("A", "B")
+    assert not rig.sub.flow.paused
+    rig.publish_keys("C")
+    assert [e["event"] for e in flow_events(rig.flush())] == ["flow.pause"]
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_every_strategy_resumes_at_low(strategy: Strategy) -> None:
+    """Flow control is the same on every strategy: reading down to low resumes."""
+    rig = Rig(strategy_policy(strategy), budget=1)
+    rig.publish_keys("A", "B", "C")
+    rig.flush()  # pause + A: depth 2
+    assert rig.sub.flow.paused
+    events = rig.flush()  # B: depth 1
+    assert [e["event"] for e in flow_events(events)] == []
+    assert [e["event"] for e in flow_events(rig.flush())] == ["flow.resume"]
+
+
 def test_pause_counted_on_the_channel() -> None:
     """`flow_pauses_total` counts every pause."""
     rig = Rig(ChannelPolicy(queue_size=4))

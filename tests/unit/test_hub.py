@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from broadcaster.core.channel import Channel
 from broadcaster.core.hub import Hub
 from broadcaster.core.policy import ChannelPolicy, PolicyTable
@@ -167,14 +169,14 @@ def test_tick_spares_a_subscriber_below_its_high_watermark() -> None:
     """A subscriber with a backlog below the high watermark is never cut."""
     rig = slow_rig(4)
     rig.publish(3, created=0.0)
-    assert rig.hub.tick(1000.0) == []
+    assert rig.hub.tick(now=1000.0) == []
 
 
 def test_tick_spares_a_subscriber_above_for_less_than_the_timeout() -> None:
     """Being behind for less than slow_consumer_timeout is tolerated."""
     rig = slow_rig(4)
     rig.publish(4, created=10.0)
-    assert rig.hub.tick(15.0) == []
+    assert rig.hub.tick(now=15.0) == []
     assert not rig.outbox.closed
 
 
@@ -182,15 +184,30 @@ def test_tick_drops_a_subscriber_above_for_longer_than_the_timeout() -> None:
     """A subscriber at its high watermark for longer than the timeout is disconnected."""
     rig = slow_rig(4)
     rig.publish(4, created=10.0)
-    assert rig.hub.tick(15.01) == [rig.outbox]
+    assert rig.hub.tick(now=15.01) == [rig.outbox]
     assert rig.outbox.closed
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_every_strategy_drops_a_slow_consumer(strategy: Strategy) -> None:
+    """The slow-consumer rule applies unchanged on every strategy, block included."""
+    policy = ChannelPolicy(
+        strategy=strategy,
+        queue_size=3,
+        slow_consumer_timeout=5.0,
+        conflate_key="key" if strategy is Strategy.CONFLATE else None,
+    )
+    rig = Rig(policy)
+    rig.publish_keys("A", "B", "C", created=1.0)
+    assert rig.hub.tick(now=6.0) == []
+    assert rig.hub.tick(now=6.5) == [rig.outbox]
 
 
 def test_slow_consumer_is_freed_at_once() -> None:
     """Everything held for a slow consumer is freed and counted as dropped (disconnected)."""
     rig = slow_rig(4)
     rig.publish(4, created=0.0)
-    rig.hub.tick(6.0)
+    rig.hub.tick(now=6.0)
     assert rig.sub.depth == 0
     assert rig.channel.subscriptions == []
     assert rig.channel.counters.dropped[DropReason.DISCONNECTED] == 4
@@ -201,7 +218,7 @@ def test_slow_consumer_disconnect_is_counted_on_its_channel() -> None:
     """`slow_consumer_disconnects_total` counts the disconnect on the channel that was behind."""
     rig = slow_rig(4)
     rig.publish(4, created=0.0)
-    rig.hub.tick(6.0)
+    rig.hub.tick(now=6.0)
     assert rig.channel.counters.slow_consumer_disconnects == 1
 
 
@@ -209,8 +226,8 @@ def test_slow_consumer_is_dropped_only_once() -> None:
     """A later tick does not report (or count) the same connection again."""
     rig = slow_rig(4)
     rig.publish(4, created=0.0)
-    rig.hub.tick(6.0)
-    assert rig.hub.tick(7.0) == []
+    rig.hub.tick(now=6.0)
+    assert rig.hub.tick(now=7.0) == []
     assert rig.channel.counters.slow_consumer_disconnects == 1
 
 
@@ -219,8 +236,8 @@ def test_timer_starts_when_the_high_watermark_is_reached() -> None:
     rig = slow_rig(4)
     rig.publish(3, created=0.0)
     rig.publish(1, created=100.0)
-    assert rig.hub.tick(104.0) == []
-    assert rig.hub.tick(105.5) == [rig.outbox]
+    assert rig.hub.tick(now=104.0) == []
+    assert rig.hub.tick(now=105.5) == [rig.outbox]
 
 
 def test_timer_resets_when_depth_falls_below_the_high_watermark() -> None:
@@ -229,8 +246,8 @@ def test_timer_resets_when_depth_falls_below_the_high_watermark() -> None:
     rig.publish(4, created=0.0)
     rig.flush()  # pause + one message: depth 3 < high
     rig.publish(1, created=50.0)  # depth 4 again
-    assert rig.hub.tick(54.0) == []
-    assert rig.hub.tick(55.5) == [rig.outbox]
+    assert rig.hub.tick(now=54.0) == []
+    assert rig.hub.tick(now=55.5) == [rig.outbox]
 
 
 def test_timer_keeps_running_while_depth_stays_at_high() -> None:
@@ -239,7 +256,7 @@ def test_timer_keeps_running_while_depth_stays_at_high() -> None:
     rig.publish(6, created=0.0)
     rig.flush()  # depth 5, still >= 4
     rig.publish(1, created=4.0)
-    assert rig.hub.tick(5.5) == [rig.outbox]
+    assert rig.hub.tick(now=5.5) == [rig.outbox]
 
 
 def test_messages_in_the_transport_keep_the_timer_running() -> None:
@@ -248,7 +265,7 @@ def test_messages_in_the_transport_keep_the_timer_running() -> None:
     rig.publish(4, created=0.0)
     rig.conn.flush_holding(4)  # everything left the queue but sits in the transport
     assert rig.sub.depth == 4
-    assert rig.hub.tick(5.5) == [rig.outbox]
+    assert rig.hub.tick(now=5.5) == [rig.outbox]
 
 
 def test_transport_drained_below_high_stops_the_timer() -> None:
@@ -257,7 +274,7 @@ def test_transport_drained_below_high_stops_the_timer() -> None:
     rig.publish(4, created=0.0)
     rig.conn.flush_holding(4)
     rig.outbox.transport_drained()
-    assert rig.hub.tick(100.0) == []
+    assert rig.hub.tick(now=100.0) == []
     assert rig.hub.behind == set()
 
 
@@ -268,7 +285,7 @@ def test_tick_leaves_other_connections_alone() -> None:
     rig.publish(4, created=0.0)
     fast.flush()
     rig.publish(1, created=0.0)
-    assert rig.hub.tick(6.0) == [rig.outbox]
+    assert rig.hub.tick(now=6.0) == [rig.outbox]
     assert not fast.outbox.closed
     assert fast.outbox.depth == 1
 
@@ -283,7 +300,7 @@ def test_connection_behind_on_two_channels_is_dropped_once() -> None:
     for seq in (1, 2):
         a.fan_out(make_message("a", seq))
         b.fan_out(make_message("b", seq))
-    assert hub.tick(6.0) == [conn.outbox]
+    assert hub.tick(now=6.0) == [conn.outbox]
     assert a.counters.slow_consumer_disconnects + b.counters.slow_consumer_disconnects == 1
 
 
@@ -294,7 +311,7 @@ def test_dropping_a_slow_subscriber_unblocks_a_block_channel() -> None:
     rig.channel.on_room = woken.append
     rig.publish(2, created=0.0)
     assert not rig.channel.has_room()
-    rig.hub.tick(1.5)
+    rig.hub.tick(now=1.5)
     assert rig.channel.has_room()
     assert woken == [rig.channel]
 
@@ -306,4 +323,4 @@ def test_recovered_backlog_starts_the_timer_at_subscribe_time() -> None:
     sub = hub.subscribe(conn.outbox, channel_of(hub, "c"), now=100.0)
     # Subscribed at t=100 with `since`; the four recovered messages were published at t=0.
     sub.preload([make_message("c", seq, created=0.0) for seq in range(1, 5)])
-    assert hub.tick(100.5) == []
+    assert hub.tick(now=100.5) == []

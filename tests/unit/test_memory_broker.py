@@ -218,6 +218,17 @@ async def test_recover_without_history_is_refused() -> None:
     assert (recovery.recovered, recovery.oldest_seq) == (False, 4)
 
 
+async def test_idle_channel_keeps_its_history() -> None:
+    """A channel whose last local subscriber left can still serve a reconnecting client."""
+    broker = broker_for(Clock())
+    target = channel(history_size=10)
+    broker.channel_active(target)
+    await publish_many(broker, target, 3)
+    broker.channel_idle(target)
+    recovery = await broker.recover(target, 1, "e1")
+    assert [m.seq for m in recovery.messages] == [2, 3]
+
+
 async def test_stop_forgets_history() -> None:
     """Stopping the broker frees its history."""
     broker = broker_for(Clock())

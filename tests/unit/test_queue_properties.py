@@ -1,4 +1,9 @@
-"""Property tests of the queue invariants, over random pushes, partial writes and drains."""
+"""Property tests of the queue invariants, over random pushes, partial writes and drains.
+
+A script is a list of steps an adapter could take: a publish (with or without
+a conflation key), a flush that takes one, two or all queued frames and leaves
+part of them in the transport, and the transport draining.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,45 @@ from broadcaster.core.policy import ChannelPolicy
 from broadcaster.core.strategies import Strategy
 from tests.unit.support import Event, Rig
 
-KEYS = (None, "A", "B", "C")
 
-# One step: ("push", key), ("flush", fraction of the batch's data bytes left unsent), ("drained",).
-Step = tuple[str, object]
+@dataclass(frozen=True)
+class Push:
+    key: str | None
 
-push = st.tuples(st.just("push"), st.sampled_from(KEYS))
-flush = st.tuples(st.just("flush"), st.sampled_from([0.0, 0.0, 0.3, 1.0]))
-drained = st.tuples(st.just("drained"), st.none())
-steps = st.lists(st.one_of(push, push, flush, drained), max_size=60)
+
+@dataclass(frozen=True)
+class Flush:
+    budget: int
+    """Write budget in bytes for this batch: 1 takes one frame, 10**6 takes everything."""
+    unsent: float
+    """Fraction of the batch's data bytes the transport keeps."""
+
+
+@dataclass(frozen=True)
+class Drained:
+    pass
+
+
+Step = Push | Flush | Drained
+
+pushes = st.builds(Push, st.sampled_from([None, "A", "B", "C"]))
+keyed_pushes = st.builds(Push, st.sampled_from(["A", "B", "C"]))
+flushes = st.builds(Flush, st.sampled_from([1, 1, 100, 10**6]), st.sampled_from([0.0, 0.3, 1.0]))
+full_writes = st.builds(Flush, st.sampled_from([1, 100, 10**6]), st.just(0.0))
+drains = st.builds(Drained)
+
+
+def bursts(
+    push: st.SearchStrategy[Push], then: st.SearchStrategy[Step]
+) -> st.SearchStrategy[list[Step]]:
+    """Scripts made of bursts of publishes, each followed by a write or a drain."""
+    burst = st.tuples(st.lists(push, max_size=7), then)
+    return st.lists(burst, min_size=1, max_size=12).map(
+        lambda groups: [step for pushed, after in groups for step in (*pushed, after)]
+    )
+
+
+scripts = bursts(pushes, st.one_of(flushes, flushes, drains))
 
 
 @st.composite
@@ -29,13 +64,12 @@ def policies(draw: st.DrawFn, strategy: Strategy) -> ChannelPolicy:
     queue_size = draw(st.integers(1, 6))
     high = draw(st.integers(1, queue_size))
     low = draw(st.integers(0, high - 1))
-    conflate = strategy is Strategy.CONFLATE
     return ChannelPolicy(
         strategy=strategy,
         queue_size=queue_size,
         high_watermark=high,
         low_watermark=low,
-        conflate_key="key" if conflate else None,
+        conflate_key="key" if strategy is Strategy.CONFLATE else None,
         conflate_fallback=draw(st.sampled_from([Strategy.DROP_OLDEST, Strategy.DROP_NEWEST])),
     )
 
@@ -50,27 +84,27 @@ class Run:
     last_published: dict[object, int] = field(default_factory=dict)
 
     def step(self, step: Step) -> None:
-        kind, arg = step
         outbox = self.rig.outbox
-        if kind == "push":
-            message = self.rig.publish(key=arg if isinstance(arg, str) else None)[0]
+        if isinstance(step, Push):
+            message = self.rig.publish(key=step.key)[0]
             self.published += 1
             if message.key is not None:
                 self.last_published[message.key] = message.seq
-        elif kind == "flush":
-            assert isinstance(arg, float)
-            if outbox.blocked:  # the transport still holds bytes: only control goes out
-                self.received += self.rig.conn.take()
+        elif isinstance(step, Flush):
+            outbox.budget = step.budget
+            blocked = outbox.blocked
+            self.received += self.rig.conn.take()
+            if blocked:  # the transport still holds bytes: only control went out
                 outbox.written(1)
             else:
-                self.received += self.rig.conn.take()
                 data = [f for f in self.rig.conn.last_frames if b'"event":"message"' in f]
-                outbox.written(int(arg * sum(len(f) for f in data)))
+                outbox.written(int(step.unsent * sum(len(f) for f in data)))
         elif outbox.blocked:
             outbox.transport_drained()
 
     def finish(self) -> None:
         """The client reads everything that is left."""
+        self.rig.outbox.budget = 10**6
         self.received += self.rig.drain()
 
     def seqs(self) -> list[int]:
@@ -80,40 +114,30 @@ class Run:
         return [e for e in self.received if e["event"].startswith("flow.")]
 
 
-def run(policy: ChannelPolicy, budget: int) -> Run:
-    return Run(Rig(policy, budget=budget))
-
-
-budgets = st.integers(1, 400)
 bounded = st.sampled_from([Strategy.DROP_OLDEST, Strategy.DROP_NEWEST, Strategy.CONFLATE])
 ordered = st.sampled_from([Strategy.DROP_OLDEST, Strategy.DROP_NEWEST, Strategy.BLOCK])
 any_strategy = st.sampled_from(list(Strategy))
 
 
-@given(st.data(), bounded, steps, budgets)
+@given(st.data(), bounded, scripts)
 def test_queue_never_holds_more_than_its_size(
-    data: st.DataObject, strategy: Strategy, script: list[Step], budget: int
+    data: st.DataObject, strategy: Strategy, script: list[Step]
 ) -> None:
     """Drop-oldest, drop-newest and conflate queues never hold more than queue_size messages."""
     policy = data.draw(policies(strategy))
-    r = run(policy, budget)
+    r = Run(Rig(policy))
     for step in script:
         r.step(step)
         assert len(r.rig.sub.items) <= policy.queue_size
 
 
-@given(
-    st.data(),
-    bounded,
-    st.lists(st.one_of(push, st.tuples(st.just("flush"), st.just(0.0)))),
-    budgets,
-)
+@given(st.data(), bounded, bursts(pushes, full_writes))
 def test_depth_never_exceeds_the_queue_size_when_the_transport_keeps_up(
-    data: st.DataObject, strategy: Strategy, script: list[Step], budget: int
+    data: st.DataObject, strategy: Strategy, script: list[Step]
 ) -> None:
     """With a transport that takes every byte, depth never goes above queue_size."""
     policy = data.draw(policies(strategy))
-    r = run(policy, budget)
+    r = Run(Rig(policy))
     for step in script:
         r.step(step)
         assert r.rig.sub.depth <= policy.queue_size
@@ -135,25 +159,22 @@ def test_drop_newest_keeps_exactly_the_oldest_n_in_order(queue_size: int, count:
     assert rig.queued_seqs() == list(range(1, min(count, queue_size) + 1))
 
 
-@given(st.data(), ordered, steps, budgets)
+@given(st.data(), ordered, scripts)
 def test_seqs_delivered_to_a_subscription_only_grow(
-    data: st.DataObject, strategy: Strategy, script: list[Step], budget: int
+    data: st.DataObject, strategy: Strategy, script: list[Step]
 ) -> None:
     """A subscriber never sees a seq go backwards or repeat."""
-    r = run(data.draw(policies(strategy)), budget)
+    r = Run(Rig(data.draw(policies(strategy))))
     for step in script:
         r.step(step)
     r.finish()
-    seqs = r.seqs()
-    assert all(a < b for a, b in itertools.pairwise(seqs))
+    assert all(a < b for a, b in itertools.pairwise(r.seqs()))
 
 
-@given(st.data(), steps, budgets)
-def test_conflate_seqs_only_grow_per_key(
-    data: st.DataObject, script: list[Step], budget: int
-) -> None:
+@given(st.data(), scripts)
+def test_conflate_seqs_only_grow_per_key(data: st.DataObject, script: list[Step]) -> None:
     """On a conflate channel seqs grow per key and no seq is delivered twice."""
-    r = run(data.draw(policies(Strategy.CONFLATE)), budget)
+    r = Run(Rig(data.draw(policies(Strategy.CONFLATE))))
     for step in script:
         r.step(step)
     r.finish()
@@ -166,16 +187,15 @@ def test_conflate_seqs_only_grow_per_key(
     assert len(r.seqs()) == len(set(r.seqs()))
 
 
-@given(st.data(), st.integers(3, 6), steps, budgets)
+@given(st.integers(3, 6), bursts(keyed_pushes, st.one_of(flushes, drains)))
 def test_conflate_delivers_the_latest_value_of_every_key(
-    data: st.DataObject, queue_size: int, script: list[Step], budget: int
+    queue_size: int, script: list[Step]
 ) -> None:
     """With room for every key, the last message a subscriber gets per key is the latest."""
     policy = ChannelPolicy(strategy=Strategy.CONFLATE, conflate_key="key", queue_size=queue_size)
-    r = run(policy, budget)
+    r = Run(Rig(policy))
     for step in script:
-        if step[0] != "push" or step[1] is not None:  # keyed messages only
-            r.step(step)
+        r.step(step)
     r.finish()
     last_delivered: dict[object, int] = {}
     for event in r.received:
@@ -184,12 +204,12 @@ def test_conflate_delivers_the_latest_value_of_every_key(
     assert last_delivered == r.last_published
 
 
-@given(st.data(), any_strategy, steps, budgets)
+@given(st.data(), any_strategy, scripts)
 def test_delivered_plus_dropped_equals_published(
-    data: st.DataObject, strategy: Strategy, script: list[Step], budget: int
+    data: st.DataObject, strategy: Strategy, script: list[Step]
 ) -> None:
     """Every published message is delivered, dropped or still held: nothing vanishes."""
-    r = run(data.draw(policies(strategy)), budget)
+    r = Run(Rig(data.draw(policies(strategy))))
     sub = r.rig.sub
     for step in script:
         r.step(step)
@@ -199,13 +219,13 @@ def test_delivered_plus_dropped_equals_published(
     assert len(r.seqs()) == sub.delivered
 
 
-@given(st.data(), any_strategy, steps, budgets)
+@given(st.data(), any_strategy, scripts)
 def test_pause_and_resume_strictly_alternate_starting_with_pause(
-    data: st.DataObject, strategy: Strategy, script: list[Step], budget: int
+    data: st.DataObject, strategy: Strategy, script: list[Step]
 ) -> None:
-    """Flow events alternate pause/resume, the pause at depth >= limit, one resume at the end."""
+    """Flow events alternate pause/resume, each pause at depth >= limit, resumed at the end."""
     policy = data.draw(policies(strategy))
-    r = run(policy, budget)
+    r = Run(Rig(policy))
     for step in script:
         r.step(step)
     r.finish()
@@ -217,27 +237,41 @@ def test_pause_and_resume_strictly_alternate_starting_with_pause(
     assert not r.rig.sub.flow.paused
 
 
-@given(st.data(), ordered, steps, budgets)
+@given(st.data(), any_strategy, scripts)
+def test_flow_state_follows_the_watermarks(
+    data: st.DataObject, strategy: Strategy, script: list[Step]
+) -> None:
+    """A subscriber at or above high is paused; one at or below low is not."""
+    policy = data.draw(policies(strategy))
+    r = Run(Rig(policy))
+    sub = r.rig.sub
+    for step in script:
+        r.step(step)
+        if sub.depth >= policy.high:
+            assert sub.flow.paused
+        if sub.depth <= policy.low:
+            assert not sub.flow.paused
+
+
+@given(st.data(), ordered, scripts)
 def test_resumes_report_every_drop(
-    data: st.DataObject, strategy: Strategy, script: list[Step], budget: int
+    data: st.DataObject, strategy: Strategy, script: list[Step]
 ) -> None:
     """Summed over the resumes, `dropped` accounts for every message the subscriber lost."""
-    r = run(data.draw(policies(strategy)), budget)
+    r = Run(Rig(data.draw(policies(strategy))))
     for step in script:
         r.step(step)
     r.finish()
     assert sum(e["dropped"] for e in r.flow() if e["event"] == "flow.resume") == r.rig.sub.dropped
 
 
-@given(st.data(), steps, budgets)
-def test_block_channel_room_matches_the_queue(
-    data: st.DataObject, script: list[Step], budget: int
-) -> None:
+@given(st.data(), scripts)
+def test_block_channel_room_matches_the_queue(data: st.DataObject, script: list[Step]) -> None:
     """A block channel has room exactly when its subscriber's queue is below its size."""
     policy = data.draw(policies(Strategy.BLOCK))
-    r = run(policy, budget)
+    r = Run(Rig(policy))
     for step in script:
-        if step[0] == "push" and not r.rig.channel.has_room():
+        if isinstance(step, Push) and not r.rig.channel.has_room():
             continue  # a publisher waits for room instead of publishing
         r.step(step)
         assert r.rig.channel.has_room() == (len(r.rig.sub.items) < policy.queue_size)

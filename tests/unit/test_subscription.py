@@ -43,9 +43,17 @@ def test_conflate_queue_keeps_distinct_keys_until_full() -> None:
 def test_depth_is_queued_plus_in_transport() -> None:
     """Depth counts messages still in the transport as well as those queued."""
     rig = Rig(ChannelPolicy(queue_size=8))
+    rig.publish(5)
+    rig.conn.flush_holding(2)
     rig.publish(3)
-    rig.sub.in_transport = 2
     assert rig.sub.depth == 5
+
+
+def test_repr_shows_channel_connection_depth_and_pause() -> None:
+    """Logs show which subscription is how far behind."""
+    rig = Rig(ChannelPolicy(queue_size=2))
+    rig.publish(2)
+    assert repr(rig.sub) == "Subscription(channel='c', outbox=1, depth=2, paused=True)"
 
 
 # --- each strategy on a full queue -------------------------------------------
@@ -200,6 +208,16 @@ def test_conflate_preload_then_live_keeps_per_key_order() -> None:
     seqs_of_a = [e["seq"] for e in events if e["data"]["key"] == "A"]
     assert seqs_of_a == sorted(seqs_of_a)
     assert len(set(seqs_of_a)) == len(seqs_of_a)
+
+
+def test_conflate_never_conflates_preloaded_messages() -> None:
+    """Recovered or snapshot messages are neither dropped nor conflated (`preload` docstring)."""
+    rig = conflate_rig()
+    rig.sub.preload([make_message("c", 1, key="A")])
+    rig.seq = 1
+    rig.publish_keys("A")
+    assert data_seqs(rig.flush()) == [1, 2]
+    assert rig.sub.dropped == 0
 
 
 # --- discard ----------------------------------------------------------------
