@@ -1,0 +1,1 @@
+"""Unit tests of the pure core: synchronous, explicit times, no sockets, no sleeps."""
