@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,8 +185,16 @@ def _check_table(
 
 
 def _policy(
-    source: str, section: str, values: Mapping[str, Any], base: ChannelPolicy, label: str
+    source: str,
+    section: str,
+    values: Mapping[str, Any],
+    base: ChannelPolicy,
+    label: str,
+    origin: Callable[[str], str] | None = None,
 ) -> ChannelPolicy:
+    def where(key: str) -> str:
+        return origin(key) if origin is not None else source
+
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key in ("strategy", "conflate_fallback"):
@@ -194,7 +202,7 @@ def _policy(
                 kwargs[key] = Strategy(value)
             except ValueError:
                 raise ConfigError(
-                    source,
+                    where(key),
                     f"{section} {key}",
                     " | ".join(f'"{s.value}"' for s in Strategy),
                     value,
@@ -211,7 +219,7 @@ def _policy(
         key, _, expected = str(exc).partition(": expected ")
         if key not in values and section != "[defaults]":
             expected += f" (the value is inherited from [defaults]; set {key} in {section})"
-        raise ConfigError(source, f"{section} {key}", expected) from None
+        raise ConfigError(where(key), f"{section} {key}", expected) from None
 
 
 def _source_table(source: str, name: str, table: Any) -> SourceConfig:
@@ -228,19 +236,38 @@ def _source_table(source: str, name: str, table: Any) -> SourceConfig:
     return SourceConfig(name=name, kind=kind, channel=channel, options=options)
 
 
-def parse_config(text: str, *, source: str, overrides: Mapping[str, Any] | None = None) -> Config:
+def parse_config(
+    text: str,
+    *,
+    source: str,
+    overrides: Mapping[str, Any] | None = None,
+    origins: Mapping[str, str] | None = None,
+) -> Config:
     """Parse and validate TOML text; `overrides` maps "section.key" to values from env/flags."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "(syntax)", f"valid TOML ({exc})") from None
-    return build_config(raw, source=source, overrides=overrides)
+    return build_config(raw, source=source, overrides=overrides, origins=origins)
 
 
 def build_config(
-    raw: Mapping[str, Any], *, source: str, overrides: Mapping[str, Any] | None = None
+    raw: Mapping[str, Any],
+    *,
+    source: str,
+    overrides: Mapping[str, Any] | None = None,
+    origins: Mapping[str, str] | None = None,
 ) -> Config:
-    """Validate a parsed config mapping and build the immutable `Config`."""
+    """Validate a parsed config mapping and build the immutable `Config`.
+
+    `origins` maps an overridden "section.key" to where its value came from
+    (an environment variable, a flag), so an error names that instead of the file.
+    """
+    known_origins = dict(origins or {})
+
+    def at(section: str, key: str) -> str:
+        return known_origins.get(f"{section}.{key}", source)
+
     for section in raw:
         if section not in _SECTIONS:
             raise ConfigError(source, f"[{section}]", f"one of the sections {', '.join(_SECTIONS)}")
@@ -254,13 +281,17 @@ def build_config(
 
     for key in ("port",):
         if key in server_values and not 0 <= server_values[key] <= 65535:
-            raise ConfigError(source, f"[server] {key}", "a TCP port 0-65535", server_values[key])
+            raise ConfigError(
+                at("server", key), f"[server] {key}", "a TCP port 0-65535", server_values[key]
+            )
     for key in ("max_message_size",):
         if key in server_values and server_values[key] < 64:
-            raise ConfigError(source, f"[server] {key}", "bytes >= 64", server_values[key])
+            raise ConfigError(
+                at("server", key), f"[server] {key}", "bytes >= 64", server_values[key]
+            )
     if server_values.get("socket_send_buffer", 0) < 0:
         raise ConfigError(
-            source,
+            at("server", "socket_send_buffer"),
             "[server] socket_send_buffer",
             "bytes >= 0 (0 = kernel autotuning)",
             server_values["socket_send_buffer"],
@@ -268,26 +299,44 @@ def build_config(
     for key in ("shutdown_timeout", "close_timeout", "ping_interval"):
         if key in server_values:
             if not server_values[key] > 0:
-                raise ConfigError(source, f"[server] {key}", "seconds > 0", server_values[key])
+                raise ConfigError(
+                    at("server", key), f"[server] {key}", "seconds > 0", server_values[key]
+                )
             server_values[key] = float(server_values[key])
     server = ServerConfig(**server_values)
 
     if broker_values.get("kind", "memory") not in _BROKER_KINDS:
         raise ConfigError(
-            source,
+            at("broker", "kind"),
             "[broker] kind",
             " | ".join(f'"{k}"' for k in _BROKER_KINDS),
             broker_values["kind"],
         )
     broker = BrokerConfig(**broker_values)
 
-    defaults = _policy(source, "[defaults]", defaults_values, ChannelPolicy(), "*")
+    defaults = _policy(
+        source,
+        "[defaults]",
+        defaults_values,
+        ChannelPolicy(),
+        "*",
+        lambda key: at("defaults", key),
+    )
     channels = raw.get("channels", {})
     if not isinstance(channels, dict):
         raise ConfigError(source, "[channels]", 'tables such as [channels."tickers.*"]', channels)
     entries: list[tuple[str, ChannelPolicy]] = []
     for pattern, table in channels.items():
         section = f'[channels."{pattern}"]'
+        if isinstance(table, dict):
+            for key, value in table.items():
+                if isinstance(value, dict):
+                    raise ConfigError(
+                        source,
+                        f"{section} {key}",
+                        f"a channel setting; a channel name with dots must be quoted: "
+                        f'[channels."{pattern}.{key}"]',
+                    )
         values = _check_table(source, section, table, _POLICY_KEYS)
         entries.append((pattern, _policy(source, section, values, defaults, pattern)))
 
@@ -303,6 +352,12 @@ def build_config(
         sources=sources,
         source=source,
     )
+
+
+def env_var(dotted: str) -> str:
+    """The environment variable that overrides "section.key"."""
+    section, _, key = dotted.partition(".")
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -339,9 +394,22 @@ def load_config(
 ) -> Config:
     """Load `path` (or the embedded default when None), then apply env vars and flags."""
     overrides = env_overrides(os.environ if environ is None else environ)
-    overrides.update({k: v for k, v in (flags or {}).items() if v is not None})
+    origins = {dotted: env_var(dotted) for dotted in overrides}
+    for dotted, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        flag = f"--{key.replace('_', '-')}"
+        expected = {"server": _SERVER_KEYS, "defaults": _POLICY_KEYS, "broker": _BROKER_KEYS}[
+            section
+        ][key]
+        _check_type(flag, key, value, expected)
+        overrides[dotted] = value
+        origins[dotted] = flag
     if path is None:
-        return parse_config(DEFAULT_TOML, source="<embedded default>", overrides=overrides)
+        return parse_config(
+            DEFAULT_TOML, source="<embedded default>", overrides=overrides, origins=origins
+        )
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -349,4 +417,4 @@ def load_config(
         raise ConfigError(source, "(file)", "an existing TOML file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, "(file)", f"a readable UTF-8 file ({exc})") from None
-    return parse_config(text, source=source, overrides=overrides)
+    return parse_config(text, source=source, overrides=overrides, origins=origins)

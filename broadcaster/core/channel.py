@@ -18,6 +18,9 @@ __all__ = ["SNAPSHOT_MAX_KEYS", "Channel", "ChannelCounters"]
 # is forgotten, so publishers of ever-new keys cannot grow memory without bound.
 SNAPSHOT_MAX_KEYS = 10_000
 
+_TRUE_KEY = ("bool", True)
+_FALSE_KEY = ("bool", False)
+
 
 class ChannelCounters:
     """Plain integers the hot path increments; metrics and /stats read them later."""
@@ -102,7 +105,10 @@ class Channel:
             if not isinstance(value, dict):
                 return None
             value = value.get(part)
-        if isinstance(value, str | int | float | bool):
+        if isinstance(value, bool):
+            # In Python True == 1; as JSON values they are different keys.
+            return _TRUE_KEY if value else _FALSE_KEY
+        if isinstance(value, str | int | float):
             return value
         return None
 

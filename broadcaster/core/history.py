@@ -61,10 +61,13 @@ class History:
 
     def since(self, seq: int, *, last_seq: int, now: float) -> Recovery:
         """Every retained message with a seq above `seq`, if history reaches back to seq + 1."""
-        if seq >= last_seq:
-            # Nothing was missed (or the client is ahead of a channel that
-            # restarted, which the epoch check catches first).
-            return Recovery(recovered=seq == last_seq, messages=[], oldest_seq=last_seq + 1)
+        if seq == last_seq:
+            return Recovery(recovered=True, messages=[], oldest_seq=last_seq + 1)
+        if seq > last_seq:
+            # The client is ahead of this channel (it restarted without a new
+            # epoch reaching the client): it must resync from what is retained.
+            oldest = self.oldest_seq(last_seq=last_seq, now=now)
+            return Recovery(recovered=False, messages=[], oldest_seq=oldest)
         self.expire(now)
         items = self._items if self.size else deque[Message]()
         oldest = items[0].seq if items else last_seq + 1

@@ -92,7 +92,12 @@ class Hub:
         was behind, and everything it held is freed at once; the adapter then
         closes the connection with 4008.
         """
-        expired = [sub for sub in self.behind if sub.slow.expired(now)]
+        # Earliest first, then by name: a connection behind on several channels
+        # is counted once, on the channel that has been behind the longest.
+        expired = sorted(
+            (sub for sub in self.behind if sub.slow.expired(now)),
+            key=lambda sub: (sub.slow.above_since or 0.0, sub.channel.name),
+        )
         dropped: list[Outbox] = []
         for sub in expired:
             if sub.outbox.closed:

@@ -124,9 +124,10 @@ class Outbox:
     def take_batch(self, now: float = 0.0) -> list[bytes]:
         """The frames to write now: control first, then queued data within the budget.
 
-        `now` matters only to rate-capped subscriptions (`max_rate`): one
-        message leaves each of them per interval; `wake_at` says when the next
-        one is due.
+        Each subscription gives at most `queue_size` messages per batch, so
+        what can end up held in the transport never exceeds a queue. `now`
+        matters only to rate-capped subscriptions (`max_rate`): one message
+        leaves each of them per interval; `wake_at` says when the next is due.
         """
         self.scheduled = False
         self.wake_at = None
@@ -146,53 +147,52 @@ class Outbox:
             if not items:
                 continue
             start = len(batch)
-            index = sub.index
-            popleft = items.popleft
-            append = batch.append
             if sub.interval:
                 if now < sub.next_due:
                     if self.wake_at is None or sub.next_due < self.wake_at:
                         self.wake_at = sub.next_due
                     continue
                 sub.next_due = now + sub.interval
-                entry = popleft()
-                frame = (index.pop(entry.key, entry) if index else entry).frame
-                append(frame)
-                budget -= len(frame)
+                budget -= _take(sub, batch, 1, budget)
                 if items and (self.wake_at is None or sub.next_due < self.wake_at):
                     self.wake_at = sub.next_due
             else:
-                while items:
-                    entry = popleft()
-                    frame = (index.pop(entry.key, entry) if index else entry).frame
-                    append(frame)
-                    budget -= len(frame)
-                    if budget <= 0:
-                        break
+                budget -= _take(sub, batch, sub.queue_size, budget)
                 if items:
                     self._more = True
-            taken = len(batch) - start
-            sub.delivered += taken
-            sub.channel.counters.delivered += taken
+            sub.taken(len(batch) - start)
             seg_subs.append(sub)
             seg_starts.append(start)
             if budget <= 0:
                 self._more = True
+                self._rotate(seg_subs)
                 break
         self._last_batch = batch
         return batch
 
     def written(self, unsent: int) -> None:
-        """The last batch was handed to the transport, which kept `unsent` bytes buffered."""
+        """The last batch was handed to the transport, which kept `unsent` bytes buffered.
+
+        Messages whose bytes reached the kernel count as delivered; the rest
+        stay in their subscription's depth until `transport_drained`.
+        """
         if self.closed:
             return
         seg_subs = self._seg_subs
         if unsent > 0:
             self.blocked = True
-            if seg_subs:
-                self._attribute_tail(unsent)
-        for sub in seg_subs:
-            sub.settle()
+        if seg_subs:
+            held = self._attribute_tail(unsent) if unsent > 0 else None
+            batch_end = len(self._last_batch)
+            for i, sub in enumerate(seg_subs):
+                end = self._seg_starts[i + 1] if i + 1 < len(seg_subs) else batch_end
+                in_transport = held[i] if held is not None else 0
+                sent = end - self._seg_starts[i] - in_transport
+                sub.delivered += sent
+                sub.channel.counters.delivered += sent
+                if in_transport:
+                    sub.transport_holds(in_transport)
+                sub.settle()
         seg_subs.clear()
         self._last_batch = []
         self._rearm()
@@ -203,8 +203,11 @@ class Outbox:
             return
         self.blocked = False
         for sub in self.subscriptions.values():
-            if sub.in_transport:
-                sub.in_transport = 0
+            held = sub.in_transport
+            if held:
+                sub.delivered += held
+                sub.channel.counters.delivered += held
+                sub.transport_holds(0)
                 sub.settle()
         # Data may have queued while blocked: look at it on the next flush.
         self._more = self.has_data()
@@ -227,19 +230,55 @@ class Outbox:
         else:
             self.armed = not self.blocked
 
-    def _attribute_tail(self, unsent: int) -> None:
-        """Count, per subscription, the messages whose bytes are still in the transport."""
+    def _rotate(self, served: list[Subscription]) -> None:
+        """Move the subscriptions just served behind the others, so none starves the rest."""
+        subs = self.subscriptions
+        for sub in served:
+            name = sub.channel.name
+            if subs.get(name) is sub:
+                subs[name] = subs.pop(name)
+
+    def _attribute_tail(self, unsent: int) -> list[int]:
+        """Per batch segment, how many of its messages still have bytes in the transport."""
         batch = self._last_batch
+        held = [0] * len(self._seg_subs)
         end = len(batch)
         remaining = unsent
         for i in range(len(self._seg_subs) - 1, -1, -1):
-            sub = self._seg_subs[i]
             start = self._seg_starts[i]
             j = end - 1
             while j >= start and remaining > 0:
                 remaining -= len(batch[j])
-                sub.in_transport += 1
+                held[i] += 1
                 j -= 1
             end = start
             if remaining <= 0:
                 break
+        return held
+
+
+def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int) -> int:
+    """Move up to `limit` messages of `sub` into `batch` within `budget` bytes; return bytes used.
+
+    A conflation placeholder is swapped for the newest message of its key,
+    but only when the slot still belongs to that exact placeholder.
+    """
+    items = sub.items
+    index = sub.index
+    popleft = items.popleft
+    append = batch.append
+    used = 0
+    while items and limit > 0:
+        entry = popleft()
+        if index:
+            slot = index.get(entry.key)
+            if slot is not None and slot[0] is entry:
+                del index[entry.key]
+                entry = slot[1]
+        frame = entry.frame
+        append(frame)
+        used += len(frame)
+        limit -= 1
+        if used >= budget:
+            break
+    return used

@@ -25,7 +25,9 @@ class ChannelPolicy:
     """How one channel treats its subscribers. Every field says its unit and default.
 
     `high_watermark` defaults to `queue_size` and `low_watermark` to half of
-    it when they are not set (None) anywhere in the config.
+    it when they are not set (None) anywhere in the config; a high watermark
+    set at or below half the queue size brings the default low one to half
+    of the high one.
     """
 
     strategy: Strategy = Strategy.DROP_OLDEST
@@ -34,7 +36,8 @@ class ChannelPolicy:
     high_watermark: int | None = None
     """Depth in messages at which `flow.pause` is sent (default: queue_size)."""
     low_watermark: int | None = None
-    """Depth in messages at which `flow.resume` is sent (default: queue_size // 2)."""
+    """Depth in messages at which `flow.resume` is sent (default: queue_size // 2,
+    or high // 2 when the high watermark is at or below that)."""
     slow_consumer_timeout: float = 5.0
     """Seconds at or above the high watermark before close 4008 (default 5.0)."""
     history_size: int = 0
@@ -65,8 +68,11 @@ class ChannelPolicy:
 
     @property
     def low(self) -> int:
-        """The effective low watermark in messages."""
-        return self.queue_size // 2 if self.low_watermark is None else self.low_watermark
+        """The effective low watermark: half the queue size, or half the high watermark below it."""
+        if self.low_watermark is not None:
+            return self.low_watermark
+        half = self.queue_size // 2
+        return half if half < self.high else self.high // 2
 
     def problems(self) -> list[tuple[str, str]]:
         """Every invalid field as (key, what was expected); empty when valid."""

@@ -16,6 +16,7 @@ is kept and reports what was dropped:
 from __future__ import annotations
 
 import enum
+import itertools
 from collections import deque
 from collections.abc import Hashable
 from typing import Protocol
@@ -54,20 +55,30 @@ class DropReason(enum.StrEnum):
 
 
 class QueueState(Protocol):
-    """The parts of a subscription a strategy may change."""
+    """The parts of a subscription a strategy may change.
+
+    `capacity` is the queue size minus the messages already handed to the
+    transport and still held there, so depth (queued + in transport) never
+    exceeds the queue size. The first `preloaded` items are recovered or
+    snapshot messages: a strategy may evict them but never conflates them.
+    `index` maps a key to its slot `[placeholder, newest]` (conflate only).
+    """
 
     items: deque[Message]
-    index: dict[Hashable, Message]
+    index: dict[Hashable, list[Message]]
     indexed: bool
-    queue_size: int
+    capacity: int
+    preloaded: int
 
 
 class StrategyRule(Protocol):
     """A strategy: how far the fast path may fill the queue, and what to do beyond."""
 
     name: Strategy
+    shrinks_with_transport: bool
+    """Whether messages held in the transport count against the queue's capacity."""
 
-    def fast_limit(self, queue_size: int) -> int:
+    def fast_limit(self, capacity: int) -> int:
         """Queue length below which a push is a plain append."""
         ...
 
@@ -76,21 +87,41 @@ class StrategyRule(Protocol):
         ...
 
 
+def _evict_oldest(queue: QueueState) -> bool:
+    """Remove the oldest queued message (and its conflation slot); False if none is queued."""
+    items = queue.items
+    if not items:
+        return False
+    evicted = items.popleft()
+    if queue.preloaded:
+        queue.preloaded -= 1
+    elif evicted.key is not None:
+        slot = queue.index.get(evicted.key)
+        if slot is not None and slot[0] is evicted:
+            del queue.index[evicted.key]
+    return True
+
+
 class DropOldest:
-    """Evict the oldest queued message to make room: live data where fresh beats complete."""
+    """Evict the oldest queued message to make room: live data where fresh beats complete.
+
+    When nothing is queued but the transport already holds a full queue's
+    worth, there is nothing to evict and the new message is dropped instead.
+    """
 
     name = Strategy.DROP_OLDEST
+    shrinks_with_transport = True
 
-    def fast_limit(self, queue_size: int) -> int:
-        return queue_size
+    def fast_limit(self, capacity: int) -> int:
+        return capacity
 
     def offer(self, queue: QueueState, message: Message) -> DropReason | None:
         items = queue.items
-        if len(items) < queue.queue_size:
+        if len(items) < queue.capacity:
             items.append(message)
             return None
-        items.popleft()
-        items.append(message)
+        if _evict_oldest(queue):
+            items.append(message)
         return DropReason.QUEUE_FULL
 
 
@@ -98,13 +129,14 @@ class DropNewest:
     """Discard the incoming message: ordered streams where the head of the queue matters."""
 
     name = Strategy.DROP_NEWEST
+    shrinks_with_transport = True
 
-    def fast_limit(self, queue_size: int) -> int:
-        return queue_size
+    def fast_limit(self, capacity: int) -> int:
+        return capacity
 
     def offer(self, queue: QueueState, message: Message) -> DropReason | None:
         items = queue.items
-        if len(items) < queue.queue_size:
+        if len(items) < queue.capacity:
             items.append(message)
             return None
         return DropReason.QUEUE_FULL
@@ -114,17 +146,18 @@ class Block:
     """Never drop: the publisher waits for room before the message exists.
 
     The push that fills the queue comes here (the fast limit is one short of
-    the size) so the channel can count full subscriptions and tell publishers
-    when room returns. A push onto a full queue can only come from a source
-    that cannot be made to wait (another node's stream); it is queued beyond
-    the size rather than lost, and the slow-consumer rule bounds how long that
-    lasts.
+    the capacity) so the channel can count full subscriptions and tell
+    publishers when room returns. A push onto a full queue can only come from
+    a source that cannot be made to wait (another node's stream); it is
+    queued beyond the size rather than lost, and the slow-consumer rule
+    bounds how long that lasts.
     """
 
     name = Strategy.BLOCK
+    shrinks_with_transport = True
 
-    def fast_limit(self, queue_size: int) -> int:
-        return queue_size - 1
+    def fast_limit(self, capacity: int) -> int:
+        return max(0, capacity - 1)
 
     def offer(self, queue: QueueState, message: Message) -> DropReason | None:
         queue.items.append(message)
@@ -136,73 +169,77 @@ class Conflate:
 
     Conflation only starts when a backlog exists: a push onto an empty queue is
     a plain append (fast limit 1) and is indexed lazily by the next push. The
-    deque holds one placeholder per key (the first message queued for it) and
-    `index` maps the key to the newest message; `Outbox` swaps the placeholder
-    for the newest when it takes it, so a key that updates often is never
-    starved by the keys behind it.
+    deque holds one placeholder per key (the first message queued for it);
+    `index` maps the key to its slot `[placeholder, newest]`, and `Outbox`
+    sends the newest when it takes the placeholder, so a key that updates
+    often is never starved by the keys behind it. Preloaded (recovered or
+    snapshot) messages are never indexed, so they are never replaced.
+
+    The queue's bound is on keys: what the transport holds does not shrink it,
+    so a queue larger than the number of keys always keeps every key (memory
+    stays bounded: the queue plus at most one write in the transport).
     """
 
     name = Strategy.CONFLATE
+    shrinks_with_transport = False
 
     def __init__(self, fallback: Strategy = Strategy.DROP_OLDEST) -> None:
         if fallback not in (Strategy.DROP_OLDEST, Strategy.DROP_NEWEST):
-            raise ValueError(
-                f"conflate_fallback must be drop-oldest or drop-newest, got {fallback}"
-            )
+            raise ValueError(f"conflate_fallback must be drop-oldest or drop-newest: {fallback}")
         self.fallback = fallback
 
-    def fast_limit(self, queue_size: int) -> int:
-        return 1
+    def fast_limit(self, capacity: int) -> int:
+        return min(1, capacity)
 
     def offer(self, queue: QueueState, message: Message) -> DropReason | None:
         items = queue.items
         index = queue.index
         if not queue.indexed:
-            for queued in items:
-                if queued.key is not None:
-                    index.setdefault(queued.key, queued)
+            for queued in itertools.islice(items, queue.preloaded, None):
+                if queued.key is not None and queued.key not in index:
+                    index[queued.key] = [queued, queued]
             queue.indexed = True
         key = message.key
-        if key is not None and key in index:
-            index[key] = message
-            return DropReason.CONFLATED
-        if len(items) < queue.queue_size:
+        if key is not None:
+            slot = index.get(key)
+            if slot is not None:
+                slot[1] = message
+                return DropReason.CONFLATED
+        if len(items) < queue.capacity:
             items.append(message)
             if key is not None:
-                index[key] = message
+                index[key] = [message, message]
             return None
-        if self.fallback is Strategy.DROP_NEWEST:
+        if self.fallback is Strategy.DROP_NEWEST or not _evict_oldest(queue):
             return DropReason.QUEUE_FULL
-        evicted = items.popleft()
-        if evicted.key is not None:
-            index.pop(evicted.key, None)
         items.append(message)
         if key is not None:
-            index[key] = message
+            index[key] = [message, message]
         return DropReason.QUEUE_FULL
 
 
 class Latest:
-    """Keep only the newest message: a rate-capped subscription between two sends.
+    """Keep only the newest live message: a rate-capped subscription between two sends.
 
     Used for subscriptions with `max_rate` on channels without a conflation
-    key: whatever is pending is replaced, so the next send is always the
-    channel's latest message. Each replaced message counts as conflated.
+    key: the pending live message is replaced, so the next send is always the
+    channel's latest. Preloaded messages ahead of it are kept. Each replaced
+    message counts as conflated.
     """
 
     name = Strategy.CONFLATE
+    shrinks_with_transport = False
 
-    def fast_limit(self, queue_size: int) -> int:
-        return 1
+    def fast_limit(self, capacity: int) -> int:
+        return min(1, capacity)
 
     def offer(self, queue: QueueState, message: Message) -> DropReason | None:
         items = queue.items
-        if not items:
-            items.append(message)
-            return None
-        items.clear()
+        if len(items) > queue.preloaded:
+            items[-1] = message
+            return DropReason.CONFLATED
         items.append(message)
-        return DropReason.CONFLATED
+        return None
 
 
 STRATEGIES: dict[Strategy, StrategyRule] = {

@@ -40,12 +40,17 @@ class Subscription:
 
     Depth counts every message the server still holds for this subscription:
     those queued here and those already handed to the transport whose bytes
-    have not reached the kernel yet (`in_transport`, set by `Outbox`).
+    have not reached the kernel yet (`in_transport`, reported by `Outbox`).
+    On drop-oldest, drop-newest and block channels depth never exceeds the
+    queue size (see `Block` for its one exception): what the transport holds
+    shrinks the queue's `capacity`. Conflate queues are bounded by keys
+    instead (see `Conflate`).
     """
 
     __slots__ = (
         "_watch",
         "blocking",
+        "capacity",
         "channel",
         "created",
         "delivered",
@@ -63,6 +68,7 @@ class Subscription:
         "max_rate",
         "next_due",
         "outbox",
+        "preloaded",
         "queue_size",
         "rise_at",
         "rule",
@@ -103,16 +109,18 @@ class Subscription:
         self.flush_at = max(
             0, min(policy.high, policy.queue_size - (1 if self.blocking else 0)) - 1
         )
-        self.strategy_limit = self.rule.fast_limit(policy.queue_size)
-        self.fast_limit = min(self.strategy_limit, self.flush_at)
         self.items: deque[Message] = deque()
-        self.index: dict[Hashable, Message] = {}
+        self.index: dict[Hashable, list[Message]] = {}
         self.indexed = False
-        self.in_transport = 0
+        self.preloaded = 0
         self.full = False
         self.delivered = 0
         self.dropped = 0
         self.dropped_since_resume = 0
+        self.in_transport = 0
+        self.capacity = self.queue_size
+        self.strategy_limit = self.rule.fast_limit(self.capacity)
+        self.fast_limit = min(self.strategy_limit, self.flush_at)
         self.flow = FlowControl(
             high=policy.high, low=policy.low, on_pause=self._paused, on_resume=self._resumed
         )
@@ -151,42 +159,58 @@ class Subscription:
             self.outbox.flush_now()
         if len(items) < self.strategy_limit:
             items.append(message)
-            return True
-        reason = self.rule.offer(self, message)
-        if reason is not None:
-            self._dropped(reason)
-        if self.blocking and not self.full and len(items) >= self.queue_size:
+        else:
+            reason = self.rule.offer(self, message)
+            if reason is not None:
+                self._dropped(reason)
+        if self.blocking and not self.full and len(items) + self.in_transport >= self.queue_size:
             self.full = True
             self.channel.full_count += 1
         return not self.interval or message.created >= self.next_due
 
-    def preload(self, messages: list[Message]) -> None:
+    def preload(self, messages: list[Message], now: float) -> None:
         """Queue recovered or snapshot messages ahead of the live stream, without strategy.
 
-        They are what the client asked for, so they are neither dropped nor
-        conflated; the watermarks see the resulting depth as usual.
+        They are what the client asked for: all of them are queued (even
+        beyond the queue size) and they are never conflated; a full queue of
+        a drop-oldest channel may later evict them like any other message.
+        The slow-consumer clock starts at `now`, the subscribe time.
         """
         if not messages:
             return
         self.items.extend(messages)
-        if self.blocking and not self.full and len(self.items) >= self.queue_size:
+        self.preloaded += len(messages)
+        if self.blocking and not self.full and self.depth >= self.queue_size:
             self.full = True
             self.channel.full_count += 1
         depth = self.depth
         if depth >= self.rise_at:
-            self._rose(depth, messages[-1].created)
+            self._rose(depth, now)
         if self.outbox.armed:
             self.outbox.schedule()
 
+    def taken(self, count: int) -> None:
+        """`count` messages left the queue for the transport (called by `Outbox`)."""
+        if self.preloaded:
+            self.preloaded = max(0, self.preloaded - count)
+        if not self.items:
+            self.indexed = False
+            self.index.clear()
+
+    def transport_holds(self, count: int) -> None:
+        """`count` of this subscription's messages sit in the transport, not yet in the kernel."""
+        self.in_transport = count
+        if self.rule.shrinks_with_transport:
+            self.capacity = max(0, self.queue_size - count)
+        self.strategy_limit = self.rule.fast_limit(self.capacity)
+        self.fast_limit = min(self.strategy_limit, self.flush_at)
+
     def settle(self) -> None:
         """Re-evaluate room, the slow-consumer clock and flow control after the depth fell."""
-        items = self.items
-        if self.full and len(items) < self.queue_size:
+        depth = len(self.items) + self.in_transport
+        if self.full and depth < self.queue_size:
             self.full = False
             self.channel.room_freed()
-        if not items:
-            self.indexed = False
-        depth = len(items) + self.in_transport
         if depth < self.flow.high and self.slow.above_since is not None:
             self.slow.left()
             self._watch.discard(self)
@@ -195,14 +219,15 @@ class Subscription:
             self.flow.depth_fell(depth)
 
     def discard(self) -> int:
-        """Drop everything queued (the subscription ends); returns how many messages were lost."""
-        lost = len(self.items)
+        """Drop everything held (the subscription ends); returns how many messages were lost."""
+        lost = len(self.items) + self.in_transport
         if lost:
             self.channel.counters.count_dropped(DropReason.DISCONNECTED, lost)
             self.dropped += lost
         self.items.clear()
         self.index.clear()
-        self.in_transport = 0
+        self.preloaded = 0
+        self.transport_holds(0)
         if self.full:
             self.full = False
             self.channel.room_freed()
@@ -222,6 +247,8 @@ class Subscription:
 
     def _paused(self, depth: int) -> None:
         self.channel.counters.pauses += 1
+        # flow.resume reports what was dropped since this pause (PROTOCOL.md).
+        self.dropped_since_resume = 0
         self.outbox.send_control(
             events.flow_pause(
                 self.channel.name, reason="buffer full", depth=depth, limit=self.flow.high

@@ -222,11 +222,12 @@ class ClientSession:
             )
         )
         sub = self.app.hub.subscribe(self.outbox, channel, now=self.loop.time(), max_rate=max_rate)
+        now = self.loop.time()
         if recovery is not None and recovery.recovered:
-            sub.preload(recovery.messages)
+            sub.preload(recovery.messages, now)
         elif policy.snapshot:
             snapshot = self.app.factory.snapshot
-            sub.preload([snapshot(message) for message in channel.snapshot()])
+            sub.preload([snapshot(message) for message in channel.snapshot()], now)
 
     def _unsubscribe(self, op: Unsubscribe) -> None:
         if self.app.hub.unsubscribe(self.outbox, op.channel) is None:

@@ -171,4 +171,8 @@ class Rig:
     def queued_seqs(self) -> list[int]:
         """Seqs of the queued slots, as delivered (conflate slots show their newest message)."""
         index = self.sub.index
-        return [(index.get(m.key, m) if m.key is not None else m).seq for m in self.sub.items]
+        seqs = []
+        for queued in self.sub.items:
+            slot = index.get(queued.key) if queued.key is not None else None
+            seqs.append((slot[1] if slot is not None and slot[0] is queued else queued).seq)
+        return seqs

@@ -202,10 +202,21 @@ def test_conflation_key_through_a_non_object() -> None:
     assert conflating("a.b").conflation_key({"a": 5}) is None
 
 
-@pytest.mark.parametrize("value", ["AAPL", 7, 1.5, False])
+@pytest.mark.parametrize("value", ["AAPL", 7, 1.5])
 def test_conflation_key_scalars(value: object) -> None:
-    """Strings, numbers and booleans are keys."""
+    """Strings and numbers are keys."""
     assert conflating().conflation_key({"symbol": value}) == value
+
+
+def test_conflation_key_booleans_are_keys_of_their_own() -> None:
+    """Booleans are keys too, equal to themselves and distinct from the numbers 0 and 1."""
+    channel = conflating()
+    true_key = channel.conflation_key({"symbol": True})
+    false_key = channel.conflation_key({"symbol": False})
+    assert true_key is not None
+    assert false_key is not None
+    assert true_key == channel.conflation_key({"symbol": True})
+    assert len({true_key, false_key, 1, 0}) == 4
 
 
 def test_non_conflate_channel_has_no_keys() -> None:

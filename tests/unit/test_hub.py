@@ -322,5 +322,5 @@ def test_recovered_backlog_starts_the_timer_at_subscribe_time() -> None:
     conn = Connection(hub, 1)
     sub = hub.subscribe(conn.outbox, channel_of(hub, "c"), now=100.0)
     # Subscribed at t=100 with `since`; the four recovered messages were published at t=0.
-    sub.preload([make_message("c", seq, created=0.0) for seq in range(1, 5)])
+    sub.preload([make_message("c", seq, created=0.0) for seq in range(1, 5)], now=100.0)
     assert hub.tick(now=100.5) == []

@@ -24,19 +24,26 @@ class Queue:
     """A bare QueueState: exactly the parts of a subscription a strategy may touch."""
 
     def __init__(self, queue_size: int, *seqs_and_keys: tuple[int, str | None]) -> None:
-        self.queue_size = queue_size
+        self.capacity = queue_size
         self.items: deque[Message] = deque(
             make_message("c", seq, key=key) for seq, key in seqs_and_keys
         )
-        self.index: dict[Hashable, Message] = {}
+        self.index: dict[Hashable, list[Message]] = {}
         self.indexed = False
+        self.preloaded = 0
 
     def seqs(self) -> list[int]:
         return [m.seq for m in self.items]
 
     def delivered_seqs(self) -> list[int]:
         """What Outbox would hand out: a conflated slot carries the newest of its key."""
-        return [(self.index.get(m.key, m) if m.key is not None else m).seq for m in self.items]
+        return [delivered(self.index, m).seq for m in self.items]
+
+
+def delivered(index: dict[Hashable, list[Message]], queued: Message) -> Message:
+    """The message a queued entry stands for: the newest of its key if it owns the slot."""
+    slot = index.get(queued.key) if queued.key is not None else None
+    return slot[1] if slot is not None and slot[0] is queued else queued
 
 
 def msg(seq: int, key: str | None = None) -> Message:

@@ -162,7 +162,7 @@ def test_conflate_queue_never_exceeds_its_size_with_many_keys() -> None:
 def test_preload_queues_recovered_messages_ahead_of_live_ones() -> None:
     """Recovered messages are delivered first, then the live stream, in seq order."""
     rig = Rig(ChannelPolicy(queue_size=8))
-    rig.sub.preload([make_message("c", 1), make_message("c", 2)])
+    rig.sub.preload([make_message("c", 1), make_message("c", 2)], 0.0)
     rig.seq = 2
     rig.publish(1)
     assert data_seqs(rig.flush()) == [1, 2, 3]
@@ -171,7 +171,7 @@ def test_preload_queues_recovered_messages_ahead_of_live_ones() -> None:
 def test_preload_is_exempt_from_the_strategy() -> None:
     """Recovered messages are what the client asked for: none is dropped, even beyond the size."""
     rig = Rig(ChannelPolicy(strategy=Strategy.DROP_NEWEST, queue_size=2))
-    rig.sub.preload([make_message("c", seq) for seq in range(1, 6)])
+    rig.sub.preload([make_message("c", seq) for seq in range(1, 6)], 0.0)
     assert rig.queued_seqs() == [1, 2, 3, 4, 5]
     assert rig.sub.dropped == 0
 
@@ -179,21 +179,21 @@ def test_preload_is_exempt_from_the_strategy() -> None:
 def test_preload_reaching_the_high_watermark_pauses() -> None:
     """The watermarks see the depth a preload creates."""
     rig = Rig(ChannelPolicy(queue_size=4))
-    rig.sub.preload([make_message("c", seq) for seq in range(1, 5)])
+    rig.sub.preload([make_message("c", seq) for seq in range(1, 5)], 0.0)
     assert flow_events(rig.flush())[0]["event"] == "flow.pause"
 
 
 def test_preload_of_nothing_schedules_nothing() -> None:
     """An empty recovery does not wake the writer."""
     rig = Rig()
-    rig.sub.preload([])
+    rig.sub.preload([], 0.0)
     assert rig.conn.schedules == 0
 
 
 def test_preload_filling_a_block_queue_closes_the_channel() -> None:
     """A block channel has no room while a preloaded queue is full."""
     rig = Rig(ChannelPolicy(strategy=Strategy.BLOCK, queue_size=2))
-    rig.sub.preload([make_message("c", 1), make_message("c", 2)])
+    rig.sub.preload([make_message("c", 1), make_message("c", 2)], 0.0)
     assert not rig.channel.has_room()
 
 
@@ -201,7 +201,7 @@ def test_conflate_preload_then_live_keeps_per_key_order() -> None:
     """After a recovery with repeated keys, a live update never arrives before an older seq."""
     rig = conflate_rig()
     recovered = [make_message("c", seq, key=key) for seq, key in ((1, "A"), (2, "B"), (3, "A"))]
-    rig.sub.preload(recovered)
+    rig.sub.preload(recovered, 0.0)
     rig.seq = 3
     rig.publish_keys("A")
     events = rig.flush()
@@ -213,7 +213,7 @@ def test_conflate_preload_then_live_keeps_per_key_order() -> None:
 def test_conflate_never_conflates_preloaded_messages() -> None:
     """Recovered or snapshot messages are neither dropped nor conflated (`preload` docstring)."""
     rig = conflate_rig()
-    rig.sub.preload([make_message("c", 1, key="A")])
+    rig.sub.preload([make_message("c", 1, key="A")], 0.0)
     rig.seq = 1
     rig.publish_keys("A")
     assert data_seqs(rig.flush()) == [1, 2]
