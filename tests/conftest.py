@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import uvloop
 
 from broadcaster.server.app import Broadcaster
 from tests.support.raw_client import RawClient
+from tests.support.redis_server import RedisServer
 from tests.support.servers import TEST_SERVER_TOML, ServerProcess, start_server
 
 StartServer = Callable[..., Awaitable[Broadcaster]]
@@ -70,3 +71,11 @@ async def connect_raw() -> AsyncIterator[ConnectRaw]:
     yield connect
     for client in opened:
         client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port (killed at teardown)."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()
