@@ -10,8 +10,8 @@
 - prepare: a node that does not read a channel yet learns the channel's last
   seq, epoch and last entry id in one script (`SYNC`) and starts reading right
   after that entry: the reply's seq and the live stream meet exactly.
-- recover: the stream's retained tail up to this node's cursor (so up to
-  `last_seq`), topped up if the reader moved on meanwhile; see `recover`.
+- recover: this node's own recent deliveries, plus the stream's retained
+  tail up to this node's cursor for what came before; see `recover`.
 - failures: every operation has a timeout and goes through a circuit breaker
   (`Guard`); publishes fail fast with `BrokerUnavailable` (`unavailable`,
   with `retry_after`) while Redis is down or slow, and nothing else waits.
@@ -33,19 +33,17 @@ from redis.backoff import NoBackoff
 from broadcaster.brokers.base import BrokerStatus, MessageFactory
 from broadcaster.brokers.breaker import Breaker
 from broadcaster.brokers.guard import Guard
-from broadcaster.brokers.redis_reader import Entry, StreamReader, Tail
+from broadcaster.brokers.redis_reader import StreamReader
 from broadcaster.brokers.redis_scripts import PUBLISH, SYNC, Keys
 from broadcaster.config import BrokerConfig
 from broadcaster.core.channel import Channel
 from broadcaster.core.history import Recovery, reaches_back
+from broadcaster.core.message import Message
 from broadcaster.errors import BrokerUnavailable, InvalidPublish
 
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("broadcaster.redis")
-
-# Rounds of "the reader moved on while we fetched history" before giving up.
-MAX_TOP_UPS = 8
 
 
 class RedisBroker:
@@ -57,6 +55,7 @@ class RedisBroker:
         self.config = config
         self.node = secrets.token_hex(6)
         self._factory = factory
+        self._clock = clock
         self._keys = Keys(config.prefix)
         self._min_len = config.stream_maxlen
         self.guard = Guard(
@@ -133,83 +132,88 @@ class RedisBroker:
         """Every retained message after `since` up to this node's `last_seq`.
 
         The seam: live delivery to the new subscriber starts after
-        `channel.last_seq` at attachment, and the reader moves `last_seq` and
-        the cursor together; so history is read backwards from the cursor
-        (XREVRANGE cursor - COUNT history_size) and, if the reader delivered
-        more meanwhile, topped up (XRANGE (old-cursor new-cursor) until it
-        reaches the `last_seq` of the moment this returns. No await follows
-        on the caller's side before it attaches.
+        `channel.last_seq` at attachment, so recovery must end exactly there.
+        This node's reader keeps the last `history_size` messages it
+        delivered (`Tail.history`); those are served locally. Only what came
+        before this node started reading is fetched from Redis, in one
+        XREVRANGE ending at the cursor (the entry of `last_seq` at that
+        moment); whatever the reader delivers during that round trip lands in
+        the local history, so the two meet without a chase, a gap or a
+        duplicate. The caller attaches without awaiting after this returns.
         """
         await self.prepare(channel)
         tail = self.reader.tails[channel.name]
-        policy = channel.policy
+        size = channel.policy.history_size
         start_epoch = channel.epoch
-        end_id, end_seq = tail.cursor, channel.last_seq
-        entries: list[Entry] = []
-        now_ms = 0
-        if policy.history_size and end_seq:
-            now_ms, entries = await self._window(tail, end_id, policy.history_size)
-        for _ in range(MAX_TOP_UPS):
+        fetched: list[Message] = []
+        local = tail.history.retained(self._clock())
+        first_local = local[0].seq if local else channel.last_seq + 1
+        wanted_from = max(since + 1, channel.last_seq - size + 1, 1)
+        mismatch = epoch is not None and epoch != channel.epoch
+        if size and channel.last_seq and (first_local > wanted_from or mismatch):
+            end_id, end_seq = tail.cursor, channel.last_seq
+            fetched = await self._fetch(channel, tail.key, end_id, size)
             if channel.epoch != start_epoch:
                 # The stream was lost meanwhile: nothing before it can be recovered.
                 return Recovery(recovered=False, messages=[], oldest_seq=channel.last_seq + 1)
-            if channel.last_seq == end_seq:
-                break
-            new_id, end_seq = tail.cursor, channel.last_seq
-            if policy.history_size:
-                entries += await self._between(tail, end_id, new_id)
-            end_id = new_id
-        else:
-            raise self.guard.unavailable("recover history (the stream moves too fast)")
-        window = entries[-policy.history_size :] if policy.history_size else []
-        return self._recovery(channel, since, epoch, window, now_ms)
+            local = tail.history.retained(self._clock())
+            if local and local[0].seq > end_seq + 1:
+                fetched = []  # more than history_size arrived meanwhile: local covers all
+        return self._recovery(channel, since, epoch, fetched, local)
 
-    async def _window(self, tail: Tail, end_id: bytes, count: int) -> tuple[int, list[Entry]]:
-        """Redis time (ms) and the `count` entries up to `end_id`, oldest first."""
+    async def _fetch(
+        self, channel: Channel, key: bytes, end_id: bytes, count: int
+    ) -> list[Message]:
+        """The last `count` entries up to `end_id` still within history_ttl, as messages.
+
+        Their age is measured on Redis' clock (the entry id is Redis time).
+        """
 
         async def fetch() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             pipe.time()
-            pipe.xrevrange(tail.key, max=end_id, min="-", count=count)
+            pipe.xrevrange(key, max=end_id, min="-", count=count)
             return await pipe.execute()
 
         (seconds, micros), newest_first = await self.guard.run("recover history", fetch)
-        return int(seconds) * 1000 + int(micros) // 1000, list(reversed(newest_first))
-
-    async def _between(self, tail: Tail, after: bytes, upto: bytes) -> list[Entry]:
-        """Entries after `after` up to `upto` (both stream ids)."""
-
-        async def fetch() -> list[Entry]:
-            reply: Any = await self.client.xrange(tail.key, min=b"(" + after, max=upto)
-            return list(reply)
-
-        return await self.guard.run("recover history", fetch)
-
-    def _recovery(
-        self, channel: Channel, since: int, epoch: str | None, entries: list[Entry], now_ms: int
-    ) -> Recovery:
-        """Apply the one recovery rule (`reaches_back`) to the fetched tail."""
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
         cutoff_ms = now_ms - int(channel.policy.history_ttl * 1000)
         current = channel.epoch.encode()
-        kept = [
-            (int(fields[b"s"]), fields)
-            for entry_id, fields in entries
-            if fields[b"e"] == current and _entry_ms(entry_id) >= cutoff_ms
-        ]
+        messages = []
+        for entry_id, fields in reversed(newest_first):
+            if fields[b"e"] == current and _entry_ms(entry_id) >= cutoff_ms:
+                seq = int(fields[b"s"])
+                messages.append(self._factory.build(channel, seq, orjson.loads(fields[b"d"])))
+        return messages
+
+    def _recovery(
+        self,
+        channel: Channel,
+        since: int,
+        epoch: str | None,
+        fetched: list[Message],
+        local: list[Message],
+    ) -> Recovery:
+        """Join the fetched and local tails and apply the one recovery rule (`reaches_back`)."""
         last = channel.last_seq
+        size = channel.policy.history_size
+        by_seq = {m.seq: m for m in fetched}
+        by_seq.update((m.seq, m) for m in local)
+        # Only the contiguous run of the last `size` seqs that ends at `last` is retained.
+        window: list[Message] = []
+        seq = last
+        while seq > last - size and seq in by_seq:
+            window.append(by_seq[seq])
+            seq -= 1
+        window.reverse()
         recovered, oldest = reaches_back(
-            since, last_seq=last, oldest_retained=kept[0][0] if kept else None
+            since, last_seq=last, oldest_retained=window[0].seq if window else None
         )
-        if epoch is not None and epoch != channel.epoch:
+        if (epoch is not None and epoch != channel.epoch) or not recovered:
             return Recovery(recovered=False, messages=[], oldest_seq=oldest)
-        if not recovered:
-            return Recovery(recovered=False, messages=[], oldest_seq=oldest)
-        messages = [
-            self._factory.build(channel, seq, orjson.loads(fields[b"d"]))
-            for seq, fields in kept
-            if since < seq <= last
-        ]
-        return Recovery(recovered=True, messages=messages, oldest_seq=oldest)
+        return Recovery(
+            recovered=True, messages=[m for m in window if m.seq > since], oldest_seq=oldest
+        )
 
     # --- hooks from the hub --------------------------------------------------
 

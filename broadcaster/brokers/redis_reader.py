@@ -39,6 +39,7 @@ from broadcaster.brokers.guard import FAILURES, Guard
 from broadcaster.brokers.redis_scripts import Keys
 from broadcaster.core import events
 from broadcaster.core.channel import Channel
+from broadcaster.core.history import History
 
 __all__ = ["READ_BLOCK", "StreamReader", "Tail"]
 
@@ -57,14 +58,20 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 class Tail:
-    """Where this node is in one channel's stream."""
+    """Where this node is in one channel's stream, and what it delivered lately.
 
-    __slots__ = ("channel", "cursor", "key", "paused", "reading")
+    `history` keeps the last `history_size` messages this node delivered (the
+    memory broker's ring buffer, per node): recovery serves from it what it
+    can and asks Redis only for what came before this node started reading.
+    """
+
+    __slots__ = ("channel", "cursor", "history", "key", "paused", "reading")
 
     def __init__(self, channel: Channel, key: bytes, cursor: bytes) -> None:
         self.channel = channel
         self.key = key
         self.cursor = cursor
+        self.history = History(channel.policy.history_size, channel.policy.history_ttl)
         self.reading = True
         """The channel has (or is about to get) local subscribers: include it in XREAD."""
         self.paused = False
@@ -220,6 +227,7 @@ class StreamReader:
         epoch = fields[b"e"].decode()
         if epoch != channel.epoch:
             self._epoch_changed(channel, epoch)
+            tail.history = History(channel.policy.history_size, channel.policy.history_ttl)
         tail.cursor = entry_id
         if seq <= channel.last_seq:
             return
@@ -235,7 +243,9 @@ class StreamReader:
         except orjson.JSONDecodeError:
             logger.error("channel %r: entry %r is not JSON; skipped", channel.name, entry_id)
             return
-        channel.fan_out(self._factory.build(channel, seq, data))
+        message = self._factory.build(channel, seq, data)
+        tail.history.append(message)
+        channel.fan_out(message)
 
     def _epoch_changed(self, channel: Channel, epoch: str) -> None:
         """The stream was lost and started again: tell local subscribers in-band, restart seq."""

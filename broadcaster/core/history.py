@@ -70,6 +70,11 @@ class History:
         while items and items[0].created < cutoff:
             items.popleft()
 
+    def retained(self, now: float) -> list[Message]:
+        """The messages still retained at `now`, oldest first."""
+        self.expire(now)
+        return list(self._items) if self.size else []
+
     def oldest_seq(self, *, last_seq: int, now: float) -> int:
         """The oldest seq still retained, or `last_seq + 1` when none is."""
         self.expire(now)

@@ -53,7 +53,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server not found: apt-get install redis-server (.ci/run does)")
+            raise RuntimeError("redis-server not found: apt-get install redis-server")
         self.proc = subprocess.Popen(
             [
                 binary,
