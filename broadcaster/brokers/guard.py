@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from broadcaster.brokers.base import BrokerStatus
@@ -38,12 +39,20 @@ class Guard:
     """Runs operations with a timeout through a circuit breaker; tracks up/down."""
 
     def __init__(
-        self, kind: str, breaker: Breaker, *, timeout: float, clock: Callable[[], float]
+        self,
+        kind: str,
+        breaker: Breaker,
+        *,
+        timeout: float,
+        clock: Callable[[], float],
+        on_connection_lost: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.kind = kind
         self.breaker = breaker
         self.timeout = timeout
         self._clock = clock
+        self._on_connection_lost = on_connection_lost
+        self._resets: set[asyncio.Task[None]] = set()
         self.up = False
         self.detail: str | None = "not connected yet"
 
@@ -93,6 +102,12 @@ class Guard:
         self.up = False
         self.detail = _describe(exc)
         self.breaker.failure(self._clock())
+        if self._on_connection_lost is not None and isinstance(exc, RedisConnectionError | OSError):
+            # Idle pooled connections to a Redis that went away are stale too:
+            # drop them now, or each would fail once after Redis returns.
+            task = asyncio.get_running_loop().create_task(self._on_connection_lost())
+            self._resets.add(task)
+            task.add_done_callback(self._resets.discard)
         if self.breaker.state is not before:
             logger.warning(
                 "%s broker: circuit %s after %d failure(s): %s",

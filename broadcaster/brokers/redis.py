@@ -58,18 +58,20 @@ class RedisBroker:
         self._clock = clock
         self._keys = Keys(config.prefix)
         self._min_len = config.stream_maxlen
-        self.guard = Guard(
-            self.name,
-            Breaker(threshold=config.breaker_threshold, cooldown=config.breaker_cooldown),
-            timeout=config.timeout,
-            clock=clock,
-        )
-        # No retries inside redis-py: the guard decides (fail fast, breaker).
+        # No retries inside redis-py: the guard decides (fail fast, breaker), and
+        # a retried publish whose reply was lost would take two seqs.
         self.client = Redis.from_url(
             config.url,
             retry=Retry(NoBackoff(), 0),
             socket_connect_timeout=config.timeout,
             socket_timeout=None,
+        )
+        self.guard = Guard(
+            self.name,
+            Breaker(threshold=config.breaker_threshold, cooldown=config.breaker_cooldown),
+            timeout=config.timeout,
+            clock=clock,
+            on_connection_lost=self._drop_idle_connections,
         )
         self._publish = self.client.register_script(PUBLISH)
         self._sync = self.client.register_script(SYNC)
@@ -85,6 +87,9 @@ class RedisBroker:
         except BrokerUnavailable as exc:
             logger.warning("redis at %s is not reachable yet: %s", _safe(self.config.url), exc)
         self.reader.start()
+
+    async def _drop_idle_connections(self) -> None:
+        await self.client.connection_pool.disconnect(inuse_connections=False)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
