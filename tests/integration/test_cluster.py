@@ -172,6 +172,12 @@ async def test_redis_outage_fails_publishes_fast_and_delivery_resumes(
     assert stats["server"]["broker"]["breaker"] in ("open", "half-open")
     for sub in (sub_a, sub_b):
         await _still_connected(sub)
+    late = await open_client(a.url)
+    reply = await late.subscribe("news")
+    assert reply["seq"] == 3, "a channel this node reads can be subscribed to during an outage"
+    await late.send({"op": "subscribe", "channel": "unread", "id": "u"})
+    refused = await late.recv_event("error", id="u")
+    assert (refused["code"], refused["retry_after"] > 0) == ("unavailable", True)
 
     await redis_server.restart()
     resumed: list[dict[str, Any]] = []
@@ -182,7 +188,7 @@ async def test_redis_outage_fails_publishes_fast_and_delivery_resumes(
 
     await wait_until(publish_succeeds, timeout=20, what="publishes to succeed again")
     assert resumed[-1]["seq"] == 4, "nothing during the outage took a seq"
-    for sub in (sub_a, sub_b):
+    for sub in (sub_a, sub_b, late):
         (message,) = await sub.messages("news", 1, timeout=10)
         assert (message["seq"], message["data"]) == (4, "back")
     await wait_until(
