@@ -56,6 +56,11 @@ class Guard:
         self.up = False
         self.detail: str | None = "not connected yet"
 
+    def close(self) -> None:
+        """Cancel pending connection resets (the broker is stopping)."""
+        for task in list(self._resets):
+            task.cancel()
+
     def status(self) -> BrokerStatus:
         return BrokerStatus(
             kind=self.kind,

@@ -94,6 +94,7 @@ class RedisBroker:
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        self.guard.close()
         await self.reader.stop()
         await self.client.aclose()
 
