@@ -300,3 +300,30 @@ async def test_block_holds_back_only_the_node_of_the_full_subscriber(
     assert (await pub_b.recv_event("published", id="b"))["seq"] == total + 1
     got_b = await healthy_b.messages("orders", total + 1)
     assert [m["seq"] for m in got_b] == list(range(1, total + 2))
+
+
+async def test_subscribers_joining_mid_stream_get_everything_after_their_seq(
+    redis_server: RedisServer, serve: StartServer
+) -> None:
+    """Clients subscribing on a node that does not read the channel yet, concurrently and
+    while another node publishes: each gets exactly the seqs after its `subscribed.seq`."""
+    a, b = await _cluster(serve, redis_server, 2)
+    total = 400
+    pub = await open_client(a.url)
+
+    async def publish_all() -> None:
+        for n in range(total - 1):
+            await pub.send({"op": "publish", "channel": "live", "data": n})
+        await pub.publish("live", total - 1)
+
+    publishing = asyncio.create_task(publish_all())
+    joined: list[tuple[int, JsonClient]] = []
+    for _ in range(4):
+        clients = [await open_client(b.url) for _ in range(3)]
+        replies = await asyncio.gather(*(c.subscribe("live") for c in clients))
+        joined += [(r["seq"], c) for r, c in zip(replies, clients, strict=True)]
+    await publishing
+    for seq, client in joined:
+        got = await client.messages("live", total - seq)
+        assert [m["seq"] for m in got] == list(range(seq + 1, total + 1))
+        assert [m["data"] for m in got] == list(range(seq, total))
