@@ -327,3 +327,35 @@ async def test_subscribers_joining_mid_stream_get_everything_after_their_seq(
         got = await client.messages("live", total - seq)
         assert [m["seq"] for m in got] == list(range(seq + 1, total + 1))
         assert [m["data"] for m in got] == list(range(seq, total))
+
+
+async def test_a_node_starts_while_redis_is_down_and_joins_when_it_comes(
+    serve: StartServer, tmp_path: Path
+) -> None:
+    """No Redis at start: the node serves (degraded), publishes get `unavailable`;
+    once Redis listens, the node publishes and delivers without a restart."""
+    redis = RedisServer(tmp_path / "late-redis")  # a port with nothing listening yet
+    try:
+        node = await serve(CHANNELS_TOML + redis_toml(redis.url))
+        status, health = await http_get_json(node.port, "/healthz")
+        assert (status, health["broker"]) == (200, "down")
+        pub = await open_client(node.url)
+        refused = await _try_publish(pub, "news", "too early")
+        assert (refused["event"], refused["code"]) == ("error", "unavailable")
+        await redis.restart()
+        resumed: list[dict[str, Any]] = []
+
+        async def publish_succeeds() -> bool:
+            resumed.append(await _try_publish(pub, "news", "now"))
+            return bool(resumed[-1]["event"] == "published")
+
+        await wait_until(publish_succeeds, timeout=20, what="the node to reach Redis")
+        assert resumed[-1]["seq"] == 1
+        sub = await open_client(node.url)
+        assert (await sub.subscribe("news"))["seq"] == 1
+        await pub.publish("news", "live")
+        (message,) = await sub.messages("news", 1)
+        assert (message["seq"], message["data"]) == (2, "live")
+        await node.stop()
+    finally:
+        redis.kill()
