@@ -61,6 +61,17 @@ class BrokerConfig:
 
     kind: str = "memory"
     url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "broadcaster:"
+    """Prefix of every Redis key (streams, counters, wake-up keys): one prefix per cluster."""
+    timeout: float = 1.0
+    """Seconds one Redis operation may take before it counts as a failure."""
+    breaker_threshold: int = 3
+    """Consecutive failures or timeouts that open the circuit breaker."""
+    breaker_cooldown: float = 2.0
+    """Seconds the breaker stays open before a half-open probe."""
+    stream_maxlen: int = 10_000
+    """Entries each stream keeps at least (or history_size if larger): how far a node's
+    reader may fall behind (a paused `block` channel, a slow node) without a gap."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -149,7 +160,15 @@ _POLICY_KEYS: dict[str, type | tuple[type, ...]] = {
     "snapshot": bool,
     "max_rate": (int, float),
 }
-_BROKER_KEYS: dict[str, type | tuple[type, ...]] = {"kind": str, "url": str}
+_BROKER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "kind": str,
+    "url": str,
+    "prefix": str,
+    "timeout": (int, float),
+    "breaker_threshold": int,
+    "breaker_cooldown": (int, float),
+    "stream_maxlen": int,
+}
 _BROKER_KINDS = ("memory", "redis")
 _SECTIONS = ("server", "defaults", "channels", "broker", "sources")
 
@@ -312,6 +331,14 @@ def build_config(
             " | ".join(f'"{k}"' for k in _BROKER_KINDS),
             broker_values["kind"],
         )
+    for key in ("timeout", "breaker_cooldown"):
+        if key in broker_values:
+            if not broker_values[key] > 0:
+                raise ConfigError(source, f"[broker] {key}", "seconds > 0", broker_values[key])
+            broker_values[key] = float(broker_values[key])
+    for key in ("breaker_threshold", "stream_maxlen"):
+        if key in broker_values and broker_values[key] < 1:
+            raise ConfigError(source, f"[broker] {key}", "an integer >= 1", broker_values[key])
     broker = BrokerConfig(**broker_values)
 
     defaults = _policy(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import uvloop
 
 from broadcaster.server.app import Broadcaster
 from tests.support.raw_client import RawClient
+from tests.support.redis_server import RedisServer, redis_toml
 from tests.support.servers import TEST_SERVER_TOML, ServerProcess, start_server
 
 StartServer = Callable[..., Awaitable[Broadcaster]]
@@ -72,3 +73,49 @@ async def connect_raw() -> AsyncIterator[ConnectRaw]:
     yield connect
     for client in opened:
         client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port (killed at teardown)."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+StartNodes = Callable[..., Awaitable[list[Broadcaster]]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """Both brokers, for tests whose behaviour must not depend on the broker."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def cluster_redis(broker_kind: str, tmp_path: Path) -> Iterator[RedisServer | None]:
+    """A redis-server when the broker is Redis (set up before, torn down after the servers)."""
+    if broker_kind != "redis":
+        yield None
+        return
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def nodes(cluster_redis: RedisServer | None, serve: StartServer) -> StartNodes:
+    """Start `count` nodes of one cluster, for tests that hold for both brokers.
+
+    Redis: `count` in-process servers sharing a real redis-server. Memory: one
+    server standing for every node (there is only one process to talk to).
+    """
+
+    async def start(extra_toml: str = "", count: int = 2) -> list[Broadcaster]:
+        if cluster_redis is None:
+            return [await serve(extra_toml)] * count
+        broker_toml = redis_toml(cluster_redis.url)
+        return [await serve(extra_toml + "\n" + broker_toml) for _ in range(count)]
+
+    return start

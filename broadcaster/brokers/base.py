@@ -69,6 +69,16 @@ class MessageFactory:
             message.as_snapshot = variant
         return variant
 
+    def event(self, channel: Channel, payload: bytes) -> Message:
+        """A non-`message` event (seq 0) that must travel in-band, behind queued messages."""
+        return Message(
+            channel=channel.name,
+            seq=0,
+            payload=payload,
+            frame=self._framer(payload),
+            created=self._clock(),
+        )
+
 
 class Broker(Protocol):
     """Assigns seqs, shares messages between nodes, keeps history.
@@ -89,6 +99,16 @@ class Broker(Protocol):
 
     async def publish(self, channel: Channel, data: Any) -> int: ...
 
+    async def prepare(self, channel: Channel) -> None:
+        """Bring `channel.last_seq` and `channel.epoch` up to date before a subscriber attaches.
+
+        Called by `subscribe` without `since` (`recover` does the same first);
+        the caller attaches without an intervening await. A node that does
+        not read the channel yet (Redis) learns where the channel is and
+        starts reading right after it; may raise `BrokerUnavailable`.
+        """
+        ...
+
     async def recover(self, channel: Channel, since: int, epoch: str | None) -> Recovery: ...
 
     def status(self) -> BrokerStatus:
@@ -100,3 +120,6 @@ class Broker(Protocol):
 
     def channel_idle(self, channel: Channel) -> None:
         """`channel` lost its last local subscriber."""
+
+    def channel_room(self, channel: Channel) -> None:
+        """A `block` channel's local subscribers all have room again."""

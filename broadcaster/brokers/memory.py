@@ -50,6 +50,10 @@ class MemoryBroker:
         channel.fan_out(message)
         return seq
 
+    async def prepare(self, channel: Channel) -> None:
+        """Nothing to do: this process assigns every seq itself."""
+        return None
+
     async def recover(self, channel: Channel, since: int, epoch: str | None) -> Recovery:
         last = channel.last_seq
         history = self._history.get(channel.name) or History(0, channel.policy.history_ttl)
@@ -65,4 +69,7 @@ class MemoryBroker:
         return None
 
     def channel_idle(self, channel: Channel) -> None:
+        return None
+
+    def channel_room(self, channel: Channel) -> None:
         return None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from broadcaster.core.message import Message
 
-__all__ = ["History", "Recovery"]
+__all__ = ["History", "Recovery", "reaches_back"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,24 @@ class Recovery:
     recovered: bool
     messages: list[Message]
     oldest_seq: int
+
+
+def reaches_back(since: int, *, last_seq: int, oldest_retained: int | None) -> tuple[bool, int]:
+    """Whether retained history covers every seq in (since, last_seq], and the oldest seq.
+
+    The one rule both brokers apply (the memory broker to its ring buffer,
+    the Redis broker to the stream's tail): returns (recovered, oldest_seq),
+    where oldest_seq is the oldest retained seq, or `last_seq + 1` when
+    nothing is retained.
+    """
+    oldest = last_seq + 1 if oldest_retained is None else oldest_retained
+    if since == last_seq:
+        return True, last_seq + 1
+    if since > last_seq:
+        # The client is ahead of this channel (it restarted without the new
+        # epoch reaching the client): it resyncs from what is retained.
+        return False, oldest
+    return oldest <= since + 1, oldest
 
 
 class History:
@@ -54,6 +72,11 @@ class History:
         while items and items[0].created < cutoff:
             items.popleft()
 
+    def retained(self, now: float) -> list[Message]:
+        """The messages still retained at `now`, oldest first."""
+        self.expire(now)
+        return list(self._items) if self.size else []
+
     def oldest_seq(self, *, last_seq: int, now: float) -> int:
         """The oldest seq still retained, or `last_seq + 1` when none is."""
         self.expire(now)
@@ -61,17 +84,12 @@ class History:
 
     def since(self, seq: int, *, last_seq: int, now: float) -> Recovery:
         """Every retained message with a seq above `seq`, if history reaches back to seq + 1."""
-        if seq == last_seq:
-            return Recovery(recovered=True, messages=[], oldest_seq=last_seq + 1)
-        if seq > last_seq:
-            # The client is ahead of this channel (it restarted without a new
-            # epoch reaching the client): it must resync from what is retained.
-            oldest = self.oldest_seq(last_seq=last_seq, now=now)
-            return Recovery(recovered=False, messages=[], oldest_seq=oldest)
         self.expire(now)
         items = self._items if self.size else deque[Message]()
-        oldest = items[0].seq if items else last_seq + 1
-        if oldest > seq + 1:
-            return Recovery(recovered=False, messages=[], oldest_seq=oldest)
+        recovered, oldest = reaches_back(
+            seq, last_seq=last_seq, oldest_retained=items[0].seq if items else None
+        )
+        if not recovered or seq >= last_seq:
+            return Recovery(recovered=recovered, messages=[], oldest_seq=oldest)
         missed = [m for m in items if m.seq > seq]
         return Recovery(recovered=True, messages=missed, oldest_seq=oldest)

@@ -189,6 +189,16 @@ class Subscription:
         if self.outbox.armed:
             self.outbox.schedule()
 
+    def notice(self, message: Message) -> None:
+        """Queue an in-band event behind what is queued (e.g. a stream reset), past any strategy.
+
+        It has no key, so it is never conflated; a drop-oldest queue that
+        stays full may still evict it like any queued message.
+        """
+        self.items.append(message)
+        if self.outbox.armed:
+            self.outbox.schedule()
+
     def taken(self, count: int) -> None:
         """`count` messages left the queue for the transport (called by `Outbox`)."""
         if self.preloaded:

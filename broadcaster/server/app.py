@@ -135,10 +135,20 @@ class Broadcaster:
         kind = self.config.broker.kind
         if kind == "memory":
             return MemoryBroker(self.factory, self._loop.time)
-        raise ConfigError(self.config.source, "[broker] kind", '"memory"', kind)
+        if kind == "redis":
+            # Imported here: the memory-only server never loads the Redis client.
+            from broadcaster.brokers.redis import RedisBroker
+
+            return RedisBroker(self.config.broker, self.factory, self._loop.time)
+        raise ConfigError(self.config.source, "[broker] kind", '"memory" | "redis"', kind)
 
     def _channel_created(self, channel: Channel) -> None:
-        channel.on_room = self.rooms.wake
+        channel.on_room = self._room_returned
+
+    def _room_returned(self, channel: Channel) -> None:
+        """A block channel has room again: wake a local publisher, let the broker read on."""
+        self.rooms.wake(channel)
+        self.broker.channel_room(channel)
 
     async def stop(self) -> None:
         """Stop accepting, drain queues up to shutdown_timeout, close everyone with 1001."""

@@ -189,14 +189,20 @@ class ClientSession:
             self.send(events.error(ErrorCode.UNKNOWN_CHANNEL, _unknown(name), op.id))
             return
         recovery = None
-        if op.since is not None:
-            try:
+        try:
+            # The broker brings the channel's seq up to date (a Redis node that
+            # does not read this channel yet starts reading it) and, with
+            # `since`, fetches the missed tail.
+            if op.since is not None:
                 recovery = await self.app.broker.recover(channel, op.since, op.epoch)
-            except PublishError as exc:
-                self.send(events.error(exc.code, str(exc), op.id))
-                return
-            if self.closing or name in self.outbox.subscriptions:
-                return
+            else:
+                await self.app.broker.prepare(channel)
+        except PublishError as exc:
+            retry = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
+            self.send(events.error(exc.code, str(exc), op.id, **retry))
+            return
+        if self.closing or name in self.outbox.subscriptions:
+            return
         # From here to the attachment nothing awaits: the reply's seq, the
         # recovered tail and the live stream meet without gap or duplicate.
         extra: dict[str, object] = {}

@@ -145,9 +145,11 @@ async def test_drop_newest_stalled_client_keeps_the_head_and_later_messages_resu
         await server.publish("newest", {"i": i, "pad": PAD})
     await wait_until(lambda: paused(server, "newest"), what="the stalled subscriber to pause")
     await stalled.read_until(
-        lambda evs: bool(flow_events(evs, "newest"))
-        and flow_events(evs, "newest")[-1]["event"] == "flow.resume"
-        and server.hub.channels["newest"].subscriptions[0].depth == 0
+        lambda evs: (
+            bool(flow_events(evs, "newest"))
+            and flow_events(evs, "newest")[-1]["event"] == "flow.resume"
+            and server.hub.channels["newest"].subscriptions[0].depth == 0
+        )
     )
     await server.publish("newest", {"i": total})
     events = await stalled.read_until(resumed_after("newest", total + 1))

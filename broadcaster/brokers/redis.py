@@ -1,0 +1,262 @@
+"""The Redis broker: channels shared by many server processes through Redis Streams.
+
+- publish: one Lua script (`redis_scripts.PUBLISH`) increments the channel's
+  counter and appends the entry with that seq, atomically, so seq is
+  gap-free, the same on every node and in stream order. The publishing node
+  does not deliver locally at once: its reader does, like every other node's.
+- reading: `StreamReader`, one task per node, for the channels with local
+  subscribers; `channel.last_seq` is the seq of the last entry delivered on
+  this node, `subscribed.seq` is that value.
+- prepare: a node that does not read a channel yet learns the channel's last
+  seq, epoch and last entry id in one script (`SYNC`) and starts reading right
+  after that entry: the reply's seq and the live stream meet exactly.
+- recover: this node's own recent deliveries, plus the stream's retained
+  tail up to this node's cursor for what came before; see `recover`.
+- failures: every operation has a timeout and goes through a circuit breaker
+  (`Guard`); publishes fail fast with `BrokerUnavailable` (`unavailable`,
+  with `retry_after`) while Redis is down or slow, and nothing else waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from broadcaster.brokers.base import BrokerStatus, MessageFactory
+from broadcaster.brokers.breaker import Breaker
+from broadcaster.brokers.guard import Guard
+from broadcaster.brokers.redis_reader import StreamReader
+from broadcaster.brokers.redis_scripts import PUBLISH, SYNC, Keys
+from broadcaster.config import BrokerConfig
+from broadcaster.core.channel import Channel
+from broadcaster.core.history import Recovery, reaches_back
+from broadcaster.core.message import Message
+from broadcaster.errors import BrokerUnavailable, InvalidPublish
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger("broadcaster.redis")
+
+
+class RedisBroker:
+    """Seq in Redis, order in the stream, delivery by this node's reader."""
+
+    name = "redis"
+
+    def __init__(self, config: BrokerConfig, factory: MessageFactory, clock: Callable[[], float]):
+        self.config = config
+        self.node = secrets.token_hex(6)
+        self._factory = factory
+        self._clock = clock
+        self._keys = Keys(config.prefix)
+        self._min_len = config.stream_maxlen
+        # No retries inside redis-py: the guard decides (fail fast, breaker), and
+        # a retried publish whose reply was lost would take two seqs.
+        self.client = Redis.from_url(
+            config.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=config.timeout,
+            socket_timeout=None,
+        )
+        self.guard = Guard(
+            self.name,
+            Breaker(threshold=config.breaker_threshold, cooldown=config.breaker_cooldown),
+            timeout=config.timeout,
+            clock=clock,
+            on_connection_lost=self._drop_idle_connections,
+        )
+        self._publish = self.client.register_script(PUBLISH)
+        self._sync = self.client.register_script(SYNC)
+        self.reader = StreamReader(self.client, self._keys, self.node, factory, self.guard)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and start reading; a Redis that is down now only makes the node degraded."""
+        try:
+            await self.guard.run("connect", self.client.ping)
+        except BrokerUnavailable as exc:
+            logger.warning("redis at %s is not reachable yet: %s", _safe(self.config.url), exc)
+        self.reader.start()
+
+    async def _drop_idle_connections(self) -> None:
+        await self.client.connection_pool.disconnect(inuse_connections=False)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.guard.close()
+        await self.reader.stop()
+        await self.client.aclose()
+
+    def status(self) -> BrokerStatus:
+        return self.guard.status()
+
+    # --- publish -----------------------------------------------------------
+
+    async def publish(self, channel: Channel, data: Any) -> int:
+        """Append `data` to the channel's stream; returns its seq (delivery is the reader's)."""
+        try:
+            payload = orjson.dumps(data)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise InvalidPublish(f"data for channel {channel.name!r} is not JSON: {exc}") from None
+        maxlen = max(self._min_len, channel.policy.history_size)
+        keys = [self._keys.meta(channel.name), self._keys.stream(channel.name)]
+        args: list[bytes | str | int] = [secrets.token_hex(6), payload, maxlen]
+        seq = await self.guard.run("publish", lambda: self._publish(keys=keys, args=args))
+        return int(seq)
+
+    # --- subscribe ---------------------------------------------------------
+
+    async def prepare(self, channel: Channel) -> None:
+        """Make sure this node reads `channel`, with `last_seq` and the cursor in step."""
+        tail = self.reader.tails.get(channel.name)
+        if tail is not None and tail.reading:
+            return
+        keys = [self._keys.meta(channel.name), self._keys.stream(channel.name)]
+        reply = await self.guard.run(
+            "subscribe", lambda: self._sync(keys=keys, args=[secrets.token_hex(6)])
+        )
+        tail = self.reader.tails.get(channel.name)
+        if tail is not None and tail.reading:
+            return  # another subscribe got there first; its state is at least as new
+        epoch, seq, cursor = reply
+        channel.epoch = epoch.decode()
+        channel.last_seq = int(seq)
+        self.reader.track(channel, cursor)
+
+    async def recover(self, channel: Channel, since: int, epoch: str | None) -> Recovery:
+        """Every retained message after `since` up to this node's `last_seq`.
+
+        The seam: live delivery to the new subscriber starts after
+        `channel.last_seq` at attachment, so recovery must end exactly there.
+        This node's reader keeps the last `history_size` messages it
+        delivered (`Tail.history`); those are served locally. Only what came
+        before this node started reading is fetched from Redis, in one
+        XREVRANGE ending at the cursor (the entry of `last_seq` at that
+        moment); whatever the reader delivers during that round trip lands in
+        the local history, so the two meet without a chase, a gap or a
+        duplicate. The caller attaches without awaiting after this returns.
+        """
+        await self.prepare(channel)
+        tail = self.reader.tails[channel.name]
+        size = channel.policy.history_size
+        start_epoch = channel.epoch
+        fetched: list[Message] = []
+        local = tail.history.retained(self._clock())
+        first_local = local[0].seq if local else channel.last_seq + 1
+        wanted_from = max(since + 1, channel.last_seq - size + 1, 1)
+        mismatch = epoch is not None and epoch != channel.epoch
+        if size and channel.last_seq and (first_local > wanted_from or mismatch):
+            end_id, end_seq = tail.cursor, channel.last_seq
+            fetched = await self._fetch(channel, tail.key, end_id, size)
+            if channel.epoch != start_epoch:
+                # The stream was lost meanwhile: nothing before it can be recovered.
+                return Recovery(recovered=False, messages=[], oldest_seq=channel.last_seq + 1)
+            local = tail.history.retained(self._clock())
+            if local and local[0].seq > end_seq + 1:
+                fetched = []  # more than history_size arrived meanwhile: local covers all
+        return self._recovery(channel, since, epoch, fetched, local)
+
+    async def _fetch(
+        self, channel: Channel, key: bytes, end_id: bytes, count: int
+    ) -> list[Message]:
+        """The last `count` entries up to `end_id` still within history_ttl, as messages.
+
+        Their age is measured on Redis' clock (the entry id is Redis time).
+        """
+
+        async def fetch() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.time()
+            pipe.xrevrange(key, max=end_id, min="-", count=count)
+            return await pipe.execute()
+
+        (seconds, micros), newest_first = await self.guard.run("recover history", fetch)
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        cutoff_ms = now_ms - int(channel.policy.history_ttl * 1000)
+        current = channel.epoch.encode()
+        messages = []
+        for entry_id, fields in reversed(newest_first):
+            if fields[b"e"] == current and _entry_ms(entry_id) >= cutoff_ms:
+                seq = int(fields[b"s"])
+                messages.append(self._factory.build(channel, seq, orjson.loads(fields[b"d"])))
+        return messages
+
+    def _recovery(
+        self,
+        channel: Channel,
+        since: int,
+        epoch: str | None,
+        fetched: list[Message],
+        local: list[Message],
+    ) -> Recovery:
+        """Join the fetched and local tails and apply the one recovery rule (`reaches_back`)."""
+        last = channel.last_seq
+        size = channel.policy.history_size
+        by_seq = {m.seq: m for m in fetched}
+        by_seq.update((m.seq, m) for m in local)
+        # Only the contiguous run of the last `size` seqs that ends at `last` is retained.
+        window: list[Message] = []
+        seq = last
+        while seq > last - size and seq in by_seq:
+            window.append(by_seq[seq])
+            seq -= 1
+        window.reverse()
+        recovered, oldest = reaches_back(
+            since, last_seq=last, oldest_retained=window[0].seq if window else None
+        )
+        if (epoch is not None and epoch != channel.epoch) or not recovered:
+            return Recovery(recovered=False, messages=[], oldest_seq=oldest)
+        return Recovery(
+            recovered=True, messages=[m for m in window if m.seq > since], oldest_seq=oldest
+        )
+
+    # --- hooks from the hub --------------------------------------------------
+
+    def channel_active(self, channel: Channel) -> None:
+        tail = self.reader.tails.get(channel.name)
+        if tail is None:
+            # Attached without `prepare` (code calling the hub directly): catch
+            # up in the background; that subscriber's seq starts where the sync lands.
+            task = asyncio.get_running_loop().create_task(self._prepare_quietly(channel))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif not tail.reading:
+            # The last subscriber left while this one was being prepared: go on
+            # from where reading stopped, so nothing after last_seq is missed.
+            tail.reading = True
+            self.reader.changed()
+
+    async def _prepare_quietly(self, channel: Channel) -> None:
+        try:
+            await self.prepare(channel)
+        except BrokerUnavailable as exc:
+            logger.warning("channel %r: cannot start reading: %s", channel.name, exc)
+
+    def channel_idle(self, channel: Channel) -> None:
+        tail = self.reader.tails.get(channel.name)
+        if tail is not None:
+            tail.reading = False
+
+    def channel_room(self, channel: Channel) -> None:
+        self.reader.resume(channel)
+
+
+def _entry_ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for logs."""
+    head, at, tail = url.rpartition("@")
+    return f"{head.split('//', 1)[0]}//***@{tail}" if at else url
