@@ -130,7 +130,7 @@ class SubscriberRecord:
         self.connected = False
         self.error: str | None = None
 
-    def on_frame(self, payload: bytes | str) -> None:
+    def on_frame(self, payload: bytes | bytearray | memoryview | str) -> None:
         """Account for one text frame from the server."""
         msg = orjson.loads(payload)
         event = msg.get("event")
