@@ -75,13 +75,15 @@ class Scenario:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def override(self, **changes: Any) -> Scenario:
-        """A copy with every non-None change applied (unknown names are an error)."""
+        """A copy with the given changes applied (unknown names are an error).
+
+        Pass only what the user set: ``rate=None`` here means closed loop.
+        """
         valid = {f.name for f in dataclasses.fields(self)}
         unknown = set(changes) - valid
         if unknown:
             raise ValueError(f"unknown scenario parameter(s): {', '.join(sorted(unknown))}")
-        applied = {k: v for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, **applied).validated()
+        return dataclasses.replace(self, **changes).validated()
 
     def validated(self) -> Scenario:
         """Check ranges and combinations; raise ValueError with what was expected."""

@@ -180,6 +180,10 @@ async def _run(
     await asyncio.gather(*(open_one(s) for s in subscribers))
     done_ns = time.time_ns()
     errors = [s.record.error for s in subscribers if s.record.error]
+    base_seqs: dict[str, int] = {}
+    for s in subscribers:
+        if s.record.subscribed:
+            base_seqs[s.record.channel] = max(base_seqs.get(s.record.channel, 0), s.record.base_seq)
     conn.send(
         (
             "ready",
@@ -190,6 +194,7 @@ async def _run(
                 "connected": sum(1 for s in subscribers if s.record.connected),
                 "failed": len(errors),
                 "errors": errors[:5],
+                "base_seqs": base_seqs,
             },
         )
     )

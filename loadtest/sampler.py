@@ -1,0 +1,153 @@
+"""Server-side observations over time: CPU% and RSS from /proc, queue depth from /stats.
+
+CPU and RSS need the server's pid, so they exist only for servers the tool started
+(or ``--server-pid``). ``GET /stats`` is optional: the baselines do not serve it,
+and a broadcaster with many connections should not be asked for all of them every
+second, so the sampler asks for ``?top=100&sort=depth`` and keeps the maximum and
+the sum over those. After three failures in a row it stops asking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from loadtest.procstat import ProcessTree
+
+__all__ = ["Sampler", "StatsPoint", "UsagePoint"]
+
+
+@dataclass(frozen=True)
+class UsagePoint:
+    """One sample: seconds since the sampler's epoch, CPU% of one core, RSS in bytes."""
+
+    t: float
+    cpu_percent: float
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class StatsPoint:
+    """Queue depth as /stats reported it at ``t``."""
+
+    t: float
+    connections: int
+    max_depth: int
+    total_depth: int
+    paused: int
+
+
+@dataclass
+class Sampler:
+    """Background sampling; :meth:`rebase` moves time zero to the start of publishing."""
+
+    pid: int | None
+    http_base: str | None
+    interval: float = 0.5
+    stats_interval: float = 1.0
+    epoch: float = field(default_factory=time.monotonic)
+    usage: list[UsagePoint] = field(default_factory=list)
+    stats: list[StatsPoint] = field(default_factory=list)
+    stats_available: bool | None = None
+    stats_error: str | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _last_cpu: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        if self.pid is not None:
+            self.sample_now()
+            self._tasks.append(asyncio.create_task(self._usage_loop()))
+        if self.http_base is not None:
+            self._tasks.append(asyncio.create_task(self._stats_loop()))
+
+    def rebase(self, epoch: float) -> None:
+        """Make ``epoch`` (a time.monotonic() value) time zero for every point."""
+        shift = epoch - self.epoch
+        self.epoch = epoch
+        self.usage = [UsagePoint(p.t - shift, p.cpu_percent, p.rss_bytes) for p in self.usage]
+        self.stats = [
+            StatsPoint(p.t - shift, p.connections, p.max_depth, p.total_depth, p.paused)
+            for p in self.stats
+        ]
+
+    def sample_now(self) -> UsagePoint | None:
+        """Take one usage sample immediately (also used to mark phase boundaries)."""
+        if self.pid is None:
+            return None
+        sample = ProcessTree(self.pid).sample()
+        if sample is None:
+            return None
+        now = time.monotonic()
+        cpu = 0.0
+        if self._last_cpu is not None:
+            prev_t, prev_cpu = self._last_cpu
+            if now > prev_t:
+                cpu = 100.0 * (sample.cpu_seconds - prev_cpu) / (now - prev_t)
+        self._last_cpu = (now, sample.cpu_seconds)
+        point = UsagePoint(now - self.epoch, cpu, sample.rss_bytes)
+        self.usage.append(point)
+        return point
+
+    async def _usage_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if self.sample_now() is None:
+                return
+
+    async def _stats_loop(self) -> None:
+        assert self.http_base is not None
+        url = f"{self.http_base}/stats?top=100&sort=depth"
+        failures = 0
+        while failures < 3:
+            try:
+                doc = await asyncio.to_thread(_get_json, url)
+                self.stats.append(_depth_point(time.monotonic() - self.epoch, doc))
+                self.stats_available = True
+                failures = 0
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                failures += 1
+                self.stats_error = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(self.stats_interval)
+        if self.stats_available is None:
+            self.stats_available = False
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.stats_available is None and self.http_base is not None:
+            self.stats_available = bool(self.stats)
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2.0) as response:
+        return orjson.loads(response.read())
+
+
+def _depth_point(t: float, doc: Any) -> StatsPoint:
+    """Reduce a /stats document to the depth figures the report plots."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("connections"), list):
+        raise ValueError("/stats has no 'connections' list")
+    depths = [int(c.get("depth", 0)) for c in doc["connections"] if isinstance(c, dict)]
+    paused = sum(1 for c in doc["connections"] if isinstance(c, dict) and c.get("paused"))
+    server = doc.get("server")
+    count = len(depths)
+    if isinstance(server, dict) and isinstance(server.get("connections"), int):
+        count = server["connections"]
+    return StatsPoint(
+        t=t,
+        connections=count,
+        max_depth=max(depths, default=0),
+        total_depth=sum(depths),
+        paused=paused,
+    )
