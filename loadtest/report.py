@@ -22,10 +22,43 @@ from loadtest.histogram import Histogram
 from loadtest.publishers import ChannelState, Publisher
 from loadtest.sampler import Sampler
 from loadtest.scenarios import Scenario
-from loadtest.stalled import StalledClient
+from loadtest.stalled import StalledClient, StalledResult
 from loadtest.targets import RunningTarget
 
-__all__ = ["RunData", "build_report", "headline", "render_table"]
+__all__ = [
+    "RESULT_FIELDS",
+    "RunData",
+    "build_report",
+    "check_accounting",
+    "headline",
+    "render_table",
+]
+
+RESULT_FIELDS = (
+    "tool",
+    "started_at",
+    "scenario",
+    "target",
+    "duration_s",
+    "drained_s",
+    "published",
+    "deliveries",
+    "latency_ms",
+    "latency_ms_slow",
+    "latency_timeline",
+    "subscribers",
+    "connect",
+    "drops",
+    "flow",
+    "disconnects",
+    "accounting",
+    "stalled",
+    "server",
+    "stats_endpoint",
+    "server_log_tail",
+    "per_subscriber",
+)
+"""Top-level keys of every result document, each described in loadtest/README.md."""
 
 SLOW_CONSUMER_CODE = 4008
 
@@ -42,6 +75,7 @@ class RunData:
     sampler: Sampler | None = None
     ready: list[dict[str, Any]] = field(default_factory=list)
     stalled: list[StalledClient] = field(default_factory=list)
+    stalled_results: list[StalledResult] = field(default_factory=list)
     channels: list[ChannelState] = field(default_factory=list)
     publishers: list[Publisher] = field(default_factory=list)
     worker_results: list[dict[str, Any]] = field(default_factory=list)
@@ -65,9 +99,15 @@ def _latency(seconds: dict[int, Histogram]) -> dict[str, float]:
     return Histogram.merged(h for s, h in seconds.items() if s >= 0).summary_ms()
 
 
-def _accounting(
+def check_accounting(
     subs: list[dict[str, Any]], acked: dict[str, list[int]], final: dict[str, int]
 ) -> dict[str, Any]:
+    """Check received + gap-missed + tail-missed = acknowledged publishes, per subscriber.
+
+    ``acked`` holds each channel's acknowledged seqs, sorted; ``final`` its last seq.
+    Only subscribers still connected at the end are checked (one that was cut off
+    legitimately misses the rest); conflate channels are skipped.
+    """
     checked = balanced = complete = skipped = 0
     mismatches: list[dict[str, Any]] = []
     for s in subs:
@@ -183,7 +223,7 @@ def _server(data: RunData) -> dict[str, Any]:
 
 
 def _stalled(data: RunData) -> dict[str, Any]:
-    results = [c.result(data.epoch_ns) for c in data.stalled]
+    results = data.stalled_results or [c.result(data.epoch_ns) for c in data.stalled]
     closed = [r for r in results if r.closed]
     codes = Counter(
         str(r.close_code) if r.close_code is not None else (r.closed_how or "unknown")
@@ -302,7 +342,7 @@ def build_report(data: RunData) -> dict[str, Any]:
                 "last": round(close_times[-1], 3) if close_times else None,
             },
         },
-        "accounting": _accounting(subs, acked, final),
+        "accounting": check_accounting(subs, acked, final),
         "stalled": _stalled(data),
         "server": _server(data),
         "stats_endpoint": {

@@ -251,6 +251,7 @@ async def _publish_phase(
     data.drained_s = loop.time() - start
     for client in data.stalled:
         client.check()
+    data.stalled_results = [c.result(data.epoch_ns) for c in data.stalled]
 
 
 def _rss(sampler: Sampler) -> int | None:

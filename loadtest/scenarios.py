@@ -62,7 +62,7 @@ class Scenario:
     slow_consumer_timeout: float = 5.0
     window: int = 64
     """Closed loop: most unacknowledged publishes per publisher."""
-    lead: int = 500
+    lead: int = 100
     """Closed loop: most messages a channel may run ahead of its slowest fast subscriber."""
     drain: float = 3.0
     """Seconds to wait after publishing for subscribers to catch up before counting."""
