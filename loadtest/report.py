@@ -234,6 +234,7 @@ def _stalled(data: RunData) -> dict[str, Any]:
         "count": len(results),
         "subscribed": sum(r.subscribed for r in results),
         "closed": len(closed),
+        "closed_during_run": sum(r.seen == "during run" for r in closed),
         "closed_how": dict(codes),
         "closed_after_s": {
             "first": round(times[0], 3) if times else None,
@@ -473,7 +474,11 @@ def render_table(result: dict[str, Any]) -> str:
         rows.append(("rss per connection (KB)", server["rss_per_connection_kb"]))
     if st["count"]:
         rows += [
-            ("stalled closed", f"{st['closed']} of {st['count']} {st['closed_how'] or ''}"),
+            (
+                "stalled closed",
+                f"{st['closed']} of {st['count']} ({st['closed_during_run']} seen during the run)"
+                + "".join(f", {n} {how}" for how, n in sorted(st["closed_how"].items())),
+            ),
             (
                 "stalled closed after (s)",
                 f"{_fmt(st['closed_after_s']['first'])} .. {_fmt(st['closed_after_s']['last'])}",

@@ -251,6 +251,9 @@ async def _publish_phase(
     data.drained_s = loop.time() - start
     for client in data.stalled:
         client.check()
+    if data.stalled:
+        async with asyncio.timeout(10.0):
+            await asyncio.gather(*(c.autopsy(idle_s=0.5) for c in data.stalled))
     data.stalled_results = [c.result(data.epoch_ns) for c in data.stalled]
 
 

@@ -78,6 +78,9 @@ class StalledResult:
     close_code: int | None
     closed_how: str | None
     """``close frame`` (code read), ``reset`` (RST), ``eof`` (FIN, no close frame)."""
+    seen: str | None
+    """``during run`` (the kernel saw the end while the client was still stalled) or
+    ``after run`` (found by reading the socket once the run was over)."""
     tcp_state: str
     receive_queue_bytes: int
     """Unread bytes in the kernel at the last check: proof that the client stopped reading."""
@@ -101,6 +104,7 @@ class StalledClient:
         self.closed_at_ns: int | None = None
         self.close_code: int | None = None
         self.closed_how: str | None = None
+        self.seen: str | None = None
         self.last_rcvq = 0
         self.error: str | None = None
 
@@ -160,8 +164,47 @@ class StalledClient:
             self.last_rcvq = receive_queue_bytes(self.sock)
             return False
         self.closed_at_ns = time.time_ns()
+        self.seen = "during run"
         self._read_remains()
         return True
+
+    async def autopsy(self, idle_s: float) -> None:
+        """After the run, read the socket to see whether the server had closed it.
+
+        A server that gives up on a non-reading client may close its socket with
+        data still unsent; the kernel then keeps sending into the zero window, and
+        the client sees neither FIN nor RST while it stays stalled. Reading now lets
+        that data, the close frame and the FIN through. Stops at the close, at EOF or
+        RST, or after ``idle_s`` without data (the server still holds it open).
+        """
+        if self.sock is None or self.error is not None or self.closed_at_ns is not None:
+            return
+        loop = asyncio.get_running_loop()
+        budget = 256 * 1024 * 1024
+        how: str | None = None
+        try:
+            while budget > 0 and self.protocol.close_rcvd is None:
+                async with asyncio.timeout(idle_s):
+                    data = await loop.sock_recv(self.sock, 262144)
+                if not data:
+                    how = "eof"
+                    break
+                budget -= len(data)
+                self.protocol.receive_data(data)
+                self.protocol.events_received()
+        except TimeoutError:
+            return
+        except ConnectionResetError:
+            how = "reset"
+        except OSError as exc:
+            how = f"error: {exc.strerror}"
+        close: Close | None = self.protocol.close_rcvd
+        if close is not None:
+            self.close_code = close.code
+            how = "close frame"
+        if how is not None:
+            self.closed_how = how
+            self.seen = "after run"
 
     def _read_remains(self) -> None:
         """Read what the kernel still holds, looking for a close frame; bounded in bytes."""
@@ -199,10 +242,11 @@ class StalledClient:
             index=self.index,
             channel=self.channel,
             subscribed=self.subscribed,
-            closed=self.closed_at_ns is not None,
+            closed=self.closed_how is not None,
             closed_at_s=closed_at,
             close_code=self.close_code,
             closed_how=self.closed_how,
+            seen=self.seen,
             tcp_state=state,
             receive_queue_bytes=self.last_rcvq,
             error=self.error,
