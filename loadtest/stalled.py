@@ -105,6 +105,7 @@ class StalledClient:
         self.close_code: int | None = None
         self.closed_how: str | None = None
         self.seen: str | None = None
+        self.reading = False
         self.last_rcvq = 0
         self.error: str | None = None
 
@@ -159,6 +160,8 @@ class StalledClient:
             return True  # never got going: nothing to watch
         if self.closed_at_ns is not None:
             return True
+        if self.reading:
+            return False  # the autopsy owns the socket now; its reads are not the server's doing
         state = tcp_state(self.sock)
         if state == TCP_ESTABLISHED:
             self.last_rcvq = receive_queue_bytes(self.sock)
@@ -179,6 +182,7 @@ class StalledClient:
         """
         if self.sock is None or self.error is not None or self.closed_at_ns is not None:
             return
+        self.reading = True
         loop = asyncio.get_running_loop()
         budget = 256 * 1024 * 1024
         how: str | None = None
