@@ -46,12 +46,14 @@ class ProcessTree:
             frontier.extend(_children(pid))
         return seen
 
-    def sample(self) -> TreeSample | None:
-        """One reading of the whole tree, or None once the root has exited."""
+    def sample(self, exclude: frozenset[int] = frozenset()) -> TreeSample | None:
+        """One reading of the whole tree (less ``exclude``), or None once the root has exited."""
         cpu = 0.0
         rss = 0
         count = 0
         for pid in self.pids():
+            if pid in exclude:
+                continue
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
                 statm = Path(f"/proc/{pid}/statm").read_text()

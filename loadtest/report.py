@@ -199,6 +199,7 @@ def _server(data: RunData) -> dict[str, Any]:
     if before is not None and after is not None and connections:
         per_conn = round((after - before) / connections / 1024, 2)
     cpu = [p.cpu_percent for p in window]
+    client_cpu = [p.client_cpu_percent for p in window]
     return {
         "pid": data.target.pid,
         "sampled": bool(usage),
@@ -215,8 +216,17 @@ def _server(data: RunData) -> dict[str, Any]:
             "growth": _mb(rss_max - start) if rss_max is not None and start is not None else None,
         },
         "rss_per_connection_kb": per_conn,
+        "client_cpu_percent": {
+            "mean": round(sum(client_cpu) / len(client_cpu), 1) if client_cpu else None,
+            "max": round(max(client_cpu), 1) if client_cpu else None,
+        },
         "timeline": [
-            {"t": round(p.t, 3), "cpu_percent": round(p.cpu_percent, 1), "rss_mb": _mb(p.rss_bytes)}
+            {
+                "t": round(p.t, 3),
+                "cpu_percent": round(p.cpu_percent, 1),
+                "rss_mb": _mb(p.rss_bytes),
+                "client_cpu_percent": round(p.client_cpu_percent, 1),
+            }
             for p in usage
         ],
     }
@@ -379,6 +389,7 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
         "latency_p99_ms": lat["p99"] if lat["count"] else None,
         "latency_max_ms": lat["max"] if lat["count"] else None,
         "server_cpu_percent": server["cpu_percent"]["mean"],
+        "client_cpu_percent": server["client_cpu_percent"]["mean"],
         "rss_growth_mb": server["rss_mb"]["growth"] if has_traffic else None,
         "rss_per_connection_kb": server["rss_per_connection_kb"] if not has_traffic else None,
         "connect_seconds": result["connect"]["seconds"] if not has_traffic else None,
@@ -461,6 +472,11 @@ def render_table(result: dict[str, Any]) -> str:
         (
             "server cpu % (mean/max)",
             f"{_fmt(server['cpu_percent']['mean'])} / {_fmt(server['cpu_percent']['max'])}",
+        ),
+        (
+            "load client cpu % (mean/max)",
+            f"{_fmt(server['client_cpu_percent']['mean'])} / "
+            f"{_fmt(server['client_cpu_percent']['max'])}",
         ),
         (
             "server rss MB (start/max/end)",

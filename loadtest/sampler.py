@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import os
 import time
 import urllib.error
 import urllib.request
@@ -26,11 +28,16 @@ __all__ = ["Sampler", "StatsPoint", "UsagePoint"]
 
 @dataclass(frozen=True)
 class UsagePoint:
-    """One sample: seconds since the sampler's epoch, CPU% of one core, RSS in bytes."""
+    """One sample: seconds since the sampler's epoch, CPU% of one core, RSS in bytes.
+
+    ``client_cpu_percent`` is the load tool's own CPU (coordinator and workers), so a
+    reader can tell when the client, not the server, was the limit.
+    """
 
     t: float
     cpu_percent: float
     rss_bytes: int
+    client_cpu_percent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class Sampler:
     stats_error: str | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _last_cpu: tuple[float, float] | None = None
+    _last_client_cpu: float | None = None
 
     def start(self) -> None:
         if self.pid is not None:
@@ -71,27 +79,29 @@ class Sampler:
         """Make ``epoch`` (a time.monotonic() value) time zero for every point."""
         shift = epoch - self.epoch
         self.epoch = epoch
-        self.usage = [UsagePoint(p.t - shift, p.cpu_percent, p.rss_bytes) for p in self.usage]
-        self.stats = [
-            StatsPoint(p.t - shift, p.connections, p.max_depth, p.total_depth, p.paused)
-            for p in self.stats
-        ]
+        self.usage = [dataclasses.replace(p, t=p.t - shift) for p in self.usage]
+        self.stats = [dataclasses.replace(p, t=p.t - shift) for p in self.stats]
 
     def sample_now(self) -> UsagePoint | None:
         """Take one usage sample immediately (also used to mark phase boundaries)."""
         if self.pid is None:
             return None
-        sample = ProcessTree(self.pid).sample()
+        server = ProcessTree(self.pid)
+        sample = server.sample()
         if sample is None:
             return None
+        client = ProcessTree(os.getpid()).sample(exclude=frozenset(server.pids()))
+        client_seconds = client.cpu_seconds if client is not None else 0.0
         now = time.monotonic()
-        cpu = 0.0
-        if self._last_cpu is not None:
+        cpu = client_cpu = 0.0
+        if self._last_cpu is not None and self._last_client_cpu is not None:
             prev_t, prev_cpu = self._last_cpu
             if now > prev_t:
                 cpu = 100.0 * (sample.cpu_seconds - prev_cpu) / (now - prev_t)
+                client_cpu = 100.0 * (client_seconds - self._last_client_cpu) / (now - prev_t)
         self._last_cpu = (now, sample.cpu_seconds)
-        point = UsagePoint(now - self.epoch, cpu, sample.rss_bytes)
+        self._last_client_cpu = client_seconds
+        point = UsagePoint(now - self.epoch, cpu, sample.rss_bytes, client_cpu)
         self.usage.append(point)
         return point
 
