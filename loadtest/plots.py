@@ -52,7 +52,8 @@ def write_plots(result: dict[str, Any], directory: Path, prefix: str | None = No
     if usage:
         fig, ax_cpu = plt.subplots(figsize=(9, 4.5))
         t = [p["t"] for p in usage]
-        ax_cpu.plot(t, [p["cpu_percent"] for p in usage], color="tab:red", label="CPU %")
+        cpu = [p["cpu_percent"] if p["cpu_percent"] is not None else float("nan") for p in usage]
+        ax_cpu.plot(t, cpu, color="tab:red", label="CPU %")
         ax_cpu.set_xlabel("seconds since publishing started")
         ax_cpu.set_ylabel("server CPU (% of one core)", color="tab:red")
         ax_rss = ax_cpu.twinx()

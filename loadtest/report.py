@@ -12,6 +12,7 @@ publishers' acknowledgements, independently of what the subscriber saw.
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -183,6 +184,17 @@ def _mb(value: int | None) -> float | None:
     return None if value is None else round(value / 2**20, 2)
 
 
+def _num(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 1)
+
+
+def _mean_max(values: list[float]) -> dict[str, float | None]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return {"mean": None, "max": None}
+    return {"mean": round(sum(values) / len(values), 1), "max": round(max(values), 1)}
+
+
 def _server(data: RunData) -> dict[str, Any]:
     sampler = data.sampler
     usage = sampler.usage if sampler is not None else []
@@ -198,15 +210,12 @@ def _server(data: RunData) -> dict[str, Any]:
     per_conn = None
     if before is not None and after is not None and connections:
         per_conn = round((after - before) / connections / 1024, 2)
-    cpu = [p.cpu_percent for p in window]
-    client_cpu = [p.client_cpu_percent for p in window]
+    measured = [p for p in window if not math.isnan(p.cpu_percent)]
     return {
         "pid": data.target.pid,
         "sampled": bool(usage),
-        "cpu_percent": {
-            "mean": round(sum(cpu) / len(cpu), 1) if cpu else None,
-            "max": round(max(cpu), 1) if cpu else None,
-        },
+        "cpu_percent": _mean_max([p.cpu_percent for p in measured]),
+        "wait_percent": _mean_max([p.wait_percent for p in measured]),
         "rss_mb": {
             "before_connect": _mb(before),
             "after_connect": _mb(after),
@@ -216,16 +225,21 @@ def _server(data: RunData) -> dict[str, Any]:
             "growth": _mb(rss_max - start) if rss_max is not None and start is not None else None,
         },
         "rss_per_connection_kb": per_conn,
-        "client_cpu_percent": {
-            "mean": round(sum(client_cpu) / len(client_cpu), 1) if client_cpu else None,
-            "max": round(max(client_cpu), 1) if client_cpu else None,
+        "client_cpu_percent": _mean_max([p.client_cpu_percent for p in measured]),
+        "client_wait_percent": _mean_max([p.client_wait_percent for p in measured]),
+        "cores_busy_percent": {
+            core: _mean_max([p.cores_busy.get(core, math.nan) for p in measured])["mean"]
+            for core in sorted({c for p in measured for c in p.cores_busy})
         },
         "timeline": [
             {
                 "t": round(p.t, 3),
-                "cpu_percent": round(p.cpu_percent, 1),
+                "cpu_percent": _num(p.cpu_percent),
                 "rss_mb": _mb(p.rss_bytes),
-                "client_cpu_percent": round(p.client_cpu_percent, 1),
+                "wait_percent": _num(p.wait_percent),
+                "client_cpu_percent": _num(p.client_cpu_percent),
+                "client_wait_percent": _num(p.client_wait_percent),
+                "cores_busy_percent": p.cores_busy,
             }
             for p in usage
         ],
@@ -381,6 +395,9 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
     server = result["server"]
     scenario = result["scenario"]
     has_traffic = not scenario["idle"]
+    cores = {
+        f"{core}_busy_percent": value for core, value in server["cores_busy_percent"].items()
+    }
     return {
         "deliveries_per_s": result["deliveries"]["per_s"] if has_traffic else None,
         "published_per_s": result["published"]["per_s"] if has_traffic else None,
@@ -389,7 +406,9 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
         "latency_p99_ms": lat["p99"] if lat["count"] else None,
         "latency_max_ms": lat["max"] if lat["count"] else None,
         "server_cpu_percent": server["cpu_percent"]["mean"],
+        "server_wait_percent": server["wait_percent"]["mean"],
         "client_cpu_percent": server["client_cpu_percent"]["mean"],
+        "client_wait_percent": server["client_wait_percent"]["mean"],
         "rss_growth_mb": server["rss_mb"]["growth"] if has_traffic else None,
         "rss_per_connection_kb": server["rss_per_connection_kb"] if not has_traffic else None,
         "connect_seconds": result["connect"]["seconds"] if not has_traffic else None,
@@ -397,6 +416,7 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
         "stalled_closed": float(result["stalled"]["closed"]) if scenario["stalled"] else None,
         "disconnects": float(result["disconnects"]["total"]),
         "accounting_failed": float(result["accounting"]["failed"]) if has_traffic else None,
+        **cores,
     }
 
 
@@ -477,6 +497,15 @@ def render_table(result: dict[str, Any]) -> str:
             "load client cpu % (mean/max)",
             f"{_fmt(server['client_cpu_percent']['mean'])} / "
             f"{_fmt(server['client_cpu_percent']['max'])}",
+        ),
+        (
+            "machine cores busy % (mean)",
+            ", ".join(f"{c} {v}" for c, v in server["cores_busy_percent"].items()) or "-",
+        ),
+        (
+            "run-queue wait % server/client",
+            f"{_fmt(server['wait_percent']['mean'])} / "
+            f"{_fmt(server['client_wait_percent']['mean'])}",
         ),
         (
             "server rss MB (start/max/end)",

@@ -113,8 +113,9 @@ class _Progress:
             f"published {sent:,} delivered {received:,} ({rate:,.0f}/s) "
             f"connected {self.board.connected():,}"
         )
-        if self.sampler.usage:
-            u = self.sampler.usage[-1]
+        usage = [u for u in self.sampler.usage if u.cpu_percent == u.cpu_percent]  # not NaN
+        if usage:
+            u = usage[-1]
             text += f" server cpu {u.cpu_percent:.0f}% rss {u.rss_bytes / 2**20:.0f} MB"
         return text
 

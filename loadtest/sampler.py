@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import os
 import time
 import urllib.error
@@ -21,7 +22,13 @@ from typing import Any
 
 import orjson
 
-from loadtest.procstat import ProcessTree
+from loadtest.procstat import (
+    ProcessTree,
+    ProcSample,
+    core_busy_between,
+    core_times,
+    usage_between,
+)
 
 __all__ = ["Sampler", "StatsPoint", "UsagePoint"]
 
@@ -30,6 +37,9 @@ __all__ = ["Sampler", "StatsPoint", "UsagePoint"]
 class UsagePoint:
     """One sample: seconds since the sampler's epoch, CPU% of one core, RSS in bytes.
 
+    NaN percentages mean "not measured at this point" (a phase mark taken too soon
+    after the previous sample).
+
     ``client_cpu_percent`` is the load tool's own CPU (coordinator and workers), so a
     reader can tell when the client, not the server, was the limit.
     """
@@ -37,7 +47,12 @@ class UsagePoint:
     t: float
     cpu_percent: float
     rss_bytes: int
-    client_cpu_percent: float = 0.0
+    client_cpu_percent: float = math.nan
+    wait_percent: float = math.nan
+    """Server time runnable but not running (another process had the core), % of wall."""
+    client_wait_percent: float = math.nan
+    cores_busy: dict[str, float] = field(default_factory=dict)
+    """Busy % per core of the whole machine (softirq and other tenants included)."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,8 @@ class Sampler:
     stats_available: bool | None = None
     stats_error: str | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _last_cpu: tuple[float, float] | None = None
-    _last_client_cpu: float | None = None
+    _last: tuple[float, dict[int, ProcSample], dict[int, ProcSample]] | None = None
+    _last_cores: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def start(self) -> None:
         if self.pid is not None:
@@ -83,25 +98,37 @@ class Sampler:
         self.stats = [dataclasses.replace(p, t=p.t - shift) for p in self.stats]
 
     def sample_now(self) -> UsagePoint | None:
-        """Take one usage sample immediately (also used to mark phase boundaries)."""
+        """Take one usage sample now (also used to mark phase boundaries).
+
+        CPU and wait percentages cover the time since the last sample that was at
+        least 0.1 s earlier; closer samples (phase marks) report RSS only, since a
+        few jiffies over a millisecond would read as thousands of percent.
+        """
         if self.pid is None:
             return None
-        server = ProcessTree(self.pid)
-        sample = server.sample()
-        if sample is None:
+        tree = ProcessTree(self.pid)
+        server = tree.sample()
+        if not server:
             return None
-        client = ProcessTree(os.getpid()).sample(exclude=frozenset(server.pids()))
-        client_seconds = client.cpu_seconds if client is not None else 0.0
+        client = ProcessTree(os.getpid()).sample(exclude=frozenset(server))
         now = time.monotonic()
-        cpu = client_cpu = 0.0
-        if self._last_cpu is not None and self._last_client_cpu is not None:
-            prev_t, prev_cpu = self._last_cpu
-            if now > prev_t:
-                cpu = 100.0 * (sample.cpu_seconds - prev_cpu) / (now - prev_t)
-                client_cpu = 100.0 * (client_seconds - self._last_client_cpu) / (now - prev_t)
-        self._last_cpu = (now, sample.cpu_seconds)
-        self._last_client_cpu = client_seconds
-        point = UsagePoint(now - self.epoch, cpu, sample.rss_bytes, client_cpu)
+        rss = sum(s.rss_bytes for s in server.values())
+        if self._last is None:
+            self._last = (now, server, client)
+            self._last_cores = core_times()
+            point = UsagePoint(now - self.epoch, 0.0, rss)
+        else:
+            then, server_before, client_before = self._last
+            if now - then < 0.1:
+                point = UsagePoint(now - self.epoch, math.nan, rss)
+            else:
+                cpu, wait = usage_between(server_before, server, now - then)
+                client_cpu, client_wait = usage_between(client_before, client, now - then)
+                self._last = (now, server, client)
+                cores = core_times()
+                busy = core_busy_between(self._last_cores, cores)
+                self._last_cores = cores
+                point = UsagePoint(now - self.epoch, cpu, rss, client_cpu, wait, client_wait, busy)
         self.usage.append(point)
         return point
 
