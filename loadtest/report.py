@@ -395,9 +395,7 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
     server = result["server"]
     scenario = result["scenario"]
     has_traffic = not scenario["idle"]
-    cores = {
-        f"{core}_busy_percent": value for core, value in server["cores_busy_percent"].items()
-    }
+    cores = {f"{core}_busy_percent": value for core, value in server["cores_busy_percent"].items()}
     return {
         "deliveries_per_s": result["deliveries"]["per_s"] if has_traffic else None,
         "published_per_s": result["published"]["per_s"] if has_traffic else None,

@@ -133,15 +133,25 @@ async def _worker(plan: WorkerPlan, conn: Connection, board: Board) -> None:
     subscribers: list[Subscriber] = []
     try:
         async with asyncio.timeout(plan.lifetime):
-            conn.send(("started", os.getpid()))
+            _send(conn, ("started", os.getpid()))
             await _run(plan, conn, board, inbox, subscribers)
     except Exception:
         with contextlib.suppress(OSError):
-            conn.send(("error", traceback.format_exc()))
+            _send(conn, ("error", traceback.format_exc()))
     finally:
         for sub in subscribers:
             sub.close()
         await asyncio.gather(*(s.wait_closed(2.0) for s in subscribers))
+
+
+def _send(conn: Connection, msg: tuple[Any, ...]) -> None:
+    """Send to the coordinator with the pipe in blocking mode.
+
+    The event loop's reader on the same fd may have made it non-blocking, and a large
+    message (the results of thousands of subscribers) would then be cut short.
+    """
+    os.set_blocking(conn.fileno(), True)
+    conn.send(msg)
 
 
 async def _expect(inbox: asyncio.Queue[tuple[Any, ...]], name: str) -> tuple[Any, ...]:
@@ -184,7 +194,8 @@ async def _run(
     for s in subscribers:
         if s.record.subscribed:
             base_seqs[s.record.channel] = max(base_seqs.get(s.record.channel, 0), s.record.base_seq)
-    conn.send(
+    _send(
+        conn,
         (
             "ready",
             {
@@ -196,7 +207,7 @@ async def _run(
                 "errors": errors[:5],
                 "base_seqs": base_seqs,
             },
-        )
+        ),
     )
     channel_index = {name: i for i, name in enumerate(plan.channels)}
     records = [s.record for s in subscribers]
@@ -209,7 +220,8 @@ async def _run(
         await _drain(records, final_seqs, drain)
     finally:
         updater.cancel()
-    conn.send(
+    _send(
+        conn,
         (
             "result",
             {
@@ -220,7 +232,7 @@ async def _run(
                     for kind, t in timelines.items()
                 },
             },
-        )
+        ),
     )
 
 
