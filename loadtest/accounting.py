@@ -11,7 +11,7 @@ an out-of-order delivery and is counted, never silently absorbed.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -69,7 +69,6 @@ class SubscriberResult:
     closed_at_s: float | None
     connected: bool
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -187,7 +186,7 @@ class SubscriberRecord:
             self.close_code = code
         self.connected = False
 
-    def result(self, extra: dict[str, Any] | None = None) -> SubscriberResult:
+    def result(self) -> SubscriberResult:
         """Freeze the counters into a :class:`SubscriberResult`."""
         closed_at = None
         if self.closed_at_ns is not None:
@@ -214,5 +213,4 @@ class SubscriberRecord:
             closed_at_s=closed_at,
             connected=self.connected,
             error=self.error,
-            extra=extra or {},
         )

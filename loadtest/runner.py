@@ -18,7 +18,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from loadtest.publishers import ChannelState, Publisher
@@ -43,7 +43,6 @@ class RunOptions:
     server_pid: int | None = None
     """Pid to sample for a ``--url`` target (CPU/RSS), if known."""
     label: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def raise_fd_limit() -> None:

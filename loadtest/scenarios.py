@@ -9,7 +9,7 @@ short by default because the machine has two shared cores.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["KINDS", "PRESETS", "STRATEGIES", "Scenario", "SubscriberSpec", "get_scenario"]
@@ -72,7 +72,6 @@ class Scenario:
     """Handshakes in flight per worker process."""
     stalled_rcvbuf: int = 4096
     """SO_RCVBUF of a stalled client's socket, set before connect."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def override(self, **changes: Any) -> Scenario:
         """A copy with the given changes applied (unknown names are an error).
