@@ -61,6 +61,9 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--duration", type=float, help="seconds of publishing (idle: of holding)")
     g.add_argument("--slow", type=int, help="how many subscribers read slowly")
     g.add_argument("--slow-rate", type=float, help="msg/s a slow subscriber reads")
+    g.add_argument(
+        "--slow-rcvbuf", type=int, help="SO_RCVBUF of slow subscribers (0: kernel autotuning)"
+    )
     g.add_argument("--stalled", type=int, help="extra subscribers that stop reading (TCP level)")
     g.add_argument(
         "--idle",
@@ -113,6 +116,7 @@ _OVERRIDES = (
     "duration",
     "slow",
     "slow_rate",
+    "slow_rcvbuf",
     "stalled",
     "idle",
     "strategies",

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import orjson
 import picows
@@ -46,6 +48,18 @@ class Subscriber(Protocol):
 
 def subscribe_frame(channel: str, index: int) -> bytes:
     return orjson.dumps({"op": "subscribe", "channel": channel, "id": index})
+
+
+def small_buffer_socket(rcvbuf: int) -> socket.socket:
+    """An unconnected TCP socket whose SO_RCVBUF is set before connect.
+
+    Slow subscribers use it so their backlog reaches the server's queues instead of
+    vanishing into a receive buffer the kernel would otherwise grow to megabytes.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    return sock
 
 
 class _Throttle:
@@ -118,10 +132,13 @@ class _PicowsListener(picows.WSListener):
 class PicowsSubscriber:
     """One subscription over a picows connection (callbacks, no task per connection)."""
 
-    def __init__(self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool) -> None:
+    def __init__(
+        self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
+    ) -> None:
         self.url = url
         self.record = record
         self.idle = idle
+        self.rcvbuf = rcvbuf
         self.ready = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.throttle = _Throttle(slow_rate, loop) if slow_rate > 0 else None
@@ -134,6 +151,9 @@ class PicowsSubscriber:
                 self.url,
                 websocket_handshake_timeout=wait_s,
                 max_frame_size=64 * 1024 * 1024,
+                socket_factory=(lambda _url: small_buffer_socket(self.rcvbuf))
+                if self.rcvbuf
+                else None,
             )
             self.transport = transport
             await self.ready.wait()
@@ -176,18 +196,32 @@ class PicowsSubscriber:
 class WebsocketsSubscriber:
     """One subscription over a websockets connection (one reader task per connection)."""
 
-    def __init__(self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool) -> None:
+    def __init__(
+        self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
+    ) -> None:
         self.url = url
         self.record = record
         self.idle = idle
         self.slow_rate = slow_rate
+        self.rcvbuf = rcvbuf
         self.ws: ClientConnection | None = None
         self.reader: asyncio.Task[None] | None = None
 
     async def open(self, wait_s: float) -> None:
         async with asyncio.timeout(wait_s):
+            sock = None
+            if self.rcvbuf:
+                sock = small_buffer_socket(self.rcvbuf)
+                parts = urlsplit(self.url)
+                address = (parts.hostname or "127.0.0.1", parts.port or 80)
+                await asyncio.get_running_loop().sock_connect(sock, address)
             self.ws = await ws_connect(
-                self.url, compression=None, max_size=None, ping_interval=None, open_timeout=wait_s
+                self.url,
+                compression=None,
+                max_size=None,
+                ping_interval=None,
+                open_timeout=wait_s,
+                sock=sock,
             )
             self.record.connected = True
             if self.idle:
@@ -231,9 +265,9 @@ class WebsocketsSubscriber:
 
 
 def make_subscriber(
-    client: str, url: str, record: SubscriberRecord, slow_rate: float, idle: bool
+    client: str, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
 ) -> Subscriber:
     """The subscriber class for ``client`` ("picows" or "websockets")."""
     if client == "picows":
-        return PicowsSubscriber(url, record, slow_rate, idle)
-    return WebsocketsSubscriber(url, record, slow_rate, idle)
+        return PicowsSubscriber(url, record, slow_rate, idle, rcvbuf)
+    return WebsocketsSubscriber(url, record, slow_rate, idle, rcvbuf)

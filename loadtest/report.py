@@ -101,21 +101,31 @@ def _latency(seconds: dict[int, Histogram]) -> dict[str, float]:
 
 
 def check_accounting(
-    subs: list[dict[str, Any]], acked: dict[str, list[int]], final: dict[str, int]
+    subs: list[dict[str, Any]],
+    acked: dict[str, list[int]],
+    final: dict[str, int],
+    unacked: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Check received + gap-missed + tail-missed = acknowledged publishes, per subscriber.
 
-    ``acked`` holds each channel's acknowledged seqs, sorted; ``final`` its last seq.
-    Only subscribers still connected at the end are checked (one that was cut off
-    legitimately misses the rest); conflate channels are skipped.
+    ``acked`` holds each channel's acknowledged seqs, sorted; ``final`` its last seq;
+    ``unacked`` how many publishes per channel were still unacknowledged at the end
+    (a blocked channel): their seqs are unknown, so that channel's subscribers are
+    counted as ``indeterminate`` rather than checked. Only subscribers still
+    connected at the end are checked (one that was cut off legitimately misses the
+    rest); conflate channels are skipped.
     """
-    checked = balanced = complete = skipped = 0
+    unacked = unacked or {}
+    checked = balanced = complete = skipped = indeterminate = 0
     mismatches: list[dict[str, Any]] = []
     for s in subs:
         if s["kind"] not in ("fast", "slow") or not s["subscribed"] or not s["connected"]:
             continue
         if s["strategy"] == "conflate":
             skipped += 1  # seqs are per key on conflate channels (PROTOCOL.md)
+            continue
+        if unacked.get(s["channel"], 0) > 0:
+            indeterminate += 1
             continue
         checked += 1
         seqs = acked.get(s["channel"], [])
@@ -148,6 +158,8 @@ def check_accounting(
         "complete": complete,
         "failed": checked - balanced,
         "skipped_conflate": skipped,
+        "indeterminate": indeterminate,
+        "unacked_by_channel": {c: n for c, n in unacked.items() if n},
         "mismatches": mismatches,
     }
 
@@ -274,7 +286,14 @@ def build_report(data: RunData) -> dict[str, Any]:
     subs = [s for r in data.worker_results for s in r["subscribers"]]
     timelines = _merge_timelines(data.worker_results)
     acked = {c.name: sorted(c.acked_seqs) for c in data.channels}
-    final = {c.name: c.final_seq for c in data.channels}
+    unacked: dict[str, int] = {c.name: 0 for c in data.channels}
+    for pub in data.publishers:
+        unacked[pub.channel.name] += max(0, pub.outstanding)
+    seen_last: dict[str, int] = {}
+    for s in (s for r in data.worker_results for s in r["subscribers"]):
+        seen_last[s["channel"]] = max(seen_last.get(s["channel"], 0), s["last_seq"])
+    # A blocked channel may have published more than was acknowledged by the end.
+    final = {c.name: max(c.final_seq, seen_last.get(c.name, 0)) for c in data.channels}
     published_total = sum(len(v) for v in acked.values())
     duration = scenario.duration
     whole = max(1, int(duration))
@@ -367,7 +386,7 @@ def build_report(data: RunData) -> dict[str, Any]:
                 "last": round(close_times[-1], 3) if close_times else None,
             },
         },
-        "accounting": check_accounting(subs, acked, final),
+        "accounting": check_accounting(subs, acked, final, unacked),
         "stalled": _stalled(data),
         "server": _server(data),
         "stats_endpoint": {
@@ -482,6 +501,7 @@ def render_table(result: dict[str, Any]) -> str:
             (
                 "accounting",
                 f"{acc['balanced']}/{acc['checked']} balanced, {acc['complete']} complete"
+                + (f", {acc['indeterminate']} indeterminate" if acc["indeterminate"] else "")
                 + (f", {acc['failed']} FAILED" if acc["failed"] else ""),
             )
         )

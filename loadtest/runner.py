@@ -75,6 +75,7 @@ def _plans(scenario: Scenario, url: str, connect_wait: float) -> list[WorkerPlan
             connect_concurrency=scenario.connect_concurrency,
             connect_timeout=min(30.0, connect_wait),
             closed_loop=scenario.rate is None and not scenario.idle,
+            slow_rcvbuf=scenario.slow_rcvbuf,
             lifetime=lifetime,
         )
         for w in range(workers)

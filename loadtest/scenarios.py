@@ -50,6 +50,9 @@ class Scenario:
     slow: int = 0
     """How many of the subscribers read at ``slow_rate`` messages/s."""
     slow_rate: float = 10.0
+    slow_rcvbuf: int = 16384
+    """SO_RCVBUF of slow subscribers' sockets (0: the kernel's autotuning, which can
+    absorb megabytes before the server sees any backlog)."""
     stalled: int = 0
     """Extra subscribers that stop reading at the TCP level right after subscribing."""
     idle: bool = False
@@ -98,6 +101,8 @@ class Scenario:
             raise ValueError("rate must be > 0 (or 'max')")
         if self.duration <= 0 or self.drain < 0:
             raise ValueError("duration must be > 0 and drain >= 0")
+        if self.slow_rcvbuf < 0 or self.stalled_rcvbuf < 1:
+            raise ValueError("slow_rcvbuf must be >= 0 and stalled_rcvbuf >= 1")
         if self.slow and self.slow_rate <= 0:
             raise ValueError("slow_rate must be > 0")
         for s in self.strategies:

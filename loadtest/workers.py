@@ -101,6 +101,7 @@ class WorkerPlan:
     connect_concurrency: int
     connect_timeout: float
     closed_loop: bool
+    slow_rcvbuf: int
     lifetime: float
     """Hard limit in seconds on the worker's whole life."""
 
@@ -173,7 +174,14 @@ async def _run(
     for spec in plan.subscribers:
         record = SubscriberRecord(spec.index, spec.channel, spec.kind, timelines[spec.kind])
         subscribers.append(
-            make_subscriber(plan.client, plan.url, record, spec.slow_rate, plan.idle)
+            make_subscriber(
+                plan.client,
+                plan.url,
+                record,
+                spec.slow_rate,
+                plan.idle,
+                plan.slow_rcvbuf if spec.kind == "slow" else 0,
+            )
         )
     started_ns = time.time_ns()
     gate = asyncio.Semaphore(plan.connect_concurrency)

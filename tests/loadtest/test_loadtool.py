@@ -134,6 +134,11 @@ def test_accounting_balances_gaps_and_tails_and_flags_the_rest() -> None:
     assert report["skipped_conflate"] == 1
     assert sorted(m["index"] for m in report["mismatches"]) == [5, 6]
 
+    blocked = check_accounting(subs[:2], acked, final, unacked={"c": 3})
+    assert blocked["checked"] == 0
+    assert blocked["indeterminate"] == 2
+    assert blocked["unacked_by_channel"] == {"c": 3}
+
 
 def test_cli_overrides_presets() -> None:
     parser = build_parser()
