@@ -1,0 +1,273 @@
+"""Subscriber clients: picows (the default, faster) and websockets (for comparison).
+
+Both backends do the same thing: connect, send ``subscribe``, feed every text
+frame to the subscription's :class:`~loadtest.accounting.SubscriberRecord`, and
+remember the close code. A *slow* subscriber reads at a fixed average rate by
+pausing the transport's reading (so the backlog piles up in the kernel and the
+server, as with a real slow client), never by sleeping on buffered data.
+
+picows is the default because it measured faster: a picows subscriber costs less
+CPU per message than a websockets one, which matters since the client's core is
+the ceiling of every saturation figure (see loadtest/README.md for the numbers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import orjson
+import picows
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from loadtest.accounting import SubscriberRecord
+
+__all__ = ["PicowsSubscriber", "Subscriber", "WebsocketsSubscriber", "make_subscriber"]
+
+
+class Subscriber(Protocol):
+    """What a worker needs from a subscriber client."""
+
+    record: SubscriberRecord
+
+    async def open(self, wait_s: float) -> None:
+        """Connect and (unless idle) subscribe; return once ``subscribed`` arrived."""
+
+    def close(self) -> None:
+        """Start a normal close; never blocks."""
+
+    async def wait_closed(self, wait_s: float) -> None:
+        """Wait (bounded) until the connection is gone."""
+
+
+def subscribe_frame(channel: str, index: int) -> bytes:
+    return orjson.dumps({"op": "subscribe", "channel": channel, "id": index})
+
+
+def small_buffer_socket(rcvbuf: int) -> socket.socket:
+    """An unconnected TCP socket whose SO_RCVBUF is set before connect.
+
+    Slow subscribers use it so their backlog reaches the server's queues instead of
+    vanishing into a receive buffer the kernel would otherwise grow to megabytes.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    return sock
+
+
+class _Throttle:
+    """Average-rate reading for slow subscribers: pause reading when ahead of budget."""
+
+    __slots__ = ("loop", "paused", "rate", "resume", "start")
+
+    def __init__(self, rate: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.rate = rate
+        self.loop = loop
+        self.start = time.monotonic()
+        self.paused = False
+        self.resume: asyncio.TimerHandle | None = None
+
+    def delay_after(self, received: int) -> float:
+        """Seconds to stop reading after ``received`` messages (0 when within budget)."""
+        allowed_at = self.start + received / self.rate
+        return max(0.0, allowed_at - time.monotonic())
+
+
+class _PicowsListener(picows.WSListener):
+    def __init__(self, owner: PicowsSubscriber) -> None:
+        self.owner = owner
+        self.partial: bytearray | None = None
+
+    def on_ws_connected(self, transport: picows.WSTransport) -> None:
+        self.owner.record.connected = True
+        if not self.owner.idle:
+            frame = subscribe_frame(self.owner.record.channel, self.owner.record.index)
+            transport.send(picows.WSMsgType.TEXT, frame)
+        else:
+            self.owner.ready.set()
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is picows.WSMsgType.TEXT and frame.fin:
+            record = self.owner.record
+            record.on_frame(frame.get_payload_as_memoryview())
+            if record.subscribed and not self.owner.ready.is_set():
+                self.owner.ready.set()
+                if self.owner.throttle is not None:
+                    self.owner.throttle.start = time.monotonic()
+            if self.owner.throttle is not None:
+                self.owner.slow_down(record.received)
+        elif msg_type is picows.WSMsgType.TEXT or msg_type is picows.WSMsgType.CONTINUATION:
+            self._fragment(frame)
+        elif msg_type is picows.WSMsgType.CLOSE:
+            code = frame.get_close_code()
+            self.owner.record.on_close(int(code.value))
+            transport.send_close(code)
+            transport.disconnect()
+
+    def _fragment(self, frame: picows.WSFrame) -> None:
+        if self.partial is None:
+            self.partial = bytearray()
+        self.partial += frame.get_payload_as_memoryview()
+        if frame.fin:
+            payload, self.partial = bytes(self.partial), None
+            self.owner.record.on_frame(payload)
+
+    def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+        handshake = transport.close_handshake
+        code = None
+        if handshake is not None and handshake.recv is not None:
+            code = int(handshake.recv.code.value)
+        self.owner.record.on_close(code)
+        self.owner.ready.set()
+
+
+class PicowsSubscriber:
+    """One subscription over a picows connection (callbacks, no task per connection)."""
+
+    def __init__(
+        self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
+    ) -> None:
+        self.url = url
+        self.record = record
+        self.idle = idle
+        self.rcvbuf = rcvbuf
+        self.ready = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self.throttle = _Throttle(slow_rate, loop) if slow_rate > 0 else None
+        self.transport: picows.WSTransport | None = None
+
+    async def open(self, wait_s: float) -> None:
+        async with asyncio.timeout(wait_s):
+            transport, _ = await picows.ws_connect(
+                lambda: _PicowsListener(self),
+                self.url,
+                websocket_handshake_timeout=wait_s,
+                max_frame_size=64 * 1024 * 1024,
+                socket_factory=(lambda _url: small_buffer_socket(self.rcvbuf))
+                if self.rcvbuf
+                else None,
+            )
+            self.transport = transport
+            await self.ready.wait()
+        if not self.record.connected or (not self.idle and not self.record.subscribed):
+            raise ConnectionError(f"closed before subscribing (code {self.record.close_code})")
+
+    def slow_down(self, received: int) -> None:
+        throttle = self.throttle
+        assert throttle is not None
+        if throttle.paused or self.transport is None:
+            return
+        delay = throttle.delay_after(received)
+        if delay > 0.0:
+            raw = self.transport.underlying_transport
+            raw.pause_reading()
+            throttle.paused = True
+            throttle.resume = throttle.loop.call_later(delay, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        assert self.throttle is not None
+        self.throttle.paused = False
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.underlying_transport.resume_reading()
+
+    def close(self) -> None:
+        if self.throttle is not None and self.throttle.resume is not None:
+            self.throttle.resume.cancel()
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.send_close(picows.WSCloseCode.OK)
+            self.transport.disconnect()
+
+    async def wait_closed(self, wait_s: float) -> None:
+        if self.transport is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(wait_s):
+                await self.transport.wait_disconnected()
+
+
+class WebsocketsSubscriber:
+    """One subscription over a websockets connection (one reader task per connection)."""
+
+    def __init__(
+        self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
+    ) -> None:
+        self.url = url
+        self.record = record
+        self.idle = idle
+        self.slow_rate = slow_rate
+        self.rcvbuf = rcvbuf
+        self.ws: ClientConnection | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def open(self, wait_s: float) -> None:
+        async with asyncio.timeout(wait_s):
+            sock = None
+            if self.rcvbuf:
+                sock = small_buffer_socket(self.rcvbuf)
+                parts = urlsplit(self.url)
+                address = (parts.hostname or "127.0.0.1", parts.port or 80)
+                await asyncio.get_running_loop().sock_connect(sock, address)
+            self.ws = await ws_connect(
+                self.url,
+                compression=None,
+                max_size=None,
+                ping_interval=None,
+                open_timeout=wait_s,
+                sock=sock,
+            )
+            self.record.connected = True
+            if self.idle:
+                self.reader = asyncio.create_task(self._read())
+                return
+            await self.ws.send(subscribe_frame(self.record.channel, self.record.index), text=True)
+            while not self.record.subscribed:
+                self.record.on_frame(await self.ws.recv())
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        record = self.record
+        start = time.monotonic()
+        try:
+            async for message in self.ws:
+                record.on_frame(message)
+                if self.slow_rate > 0:
+                    delay = start + record.received / self.slow_rate - time.monotonic()
+                    if delay > 0:
+                        # While this task sleeps websockets stops reading once its
+                        # receive queue is full, so the backlog builds up in TCP.
+                        await asyncio.sleep(delay)
+        except ConnectionClosed:
+            pass
+        rcvd = self.ws.protocol.close_rcvd
+        record.on_close(rcvd.code if rcvd is not None else None)
+
+    def close(self) -> None:
+        if self.ws is not None:
+            asyncio.get_running_loop().create_task(self.ws.close())
+
+    async def wait_closed(self, wait_s: float) -> None:
+        if self.ws is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(wait_s):
+                await self.ws.wait_closed()
+        if self.reader is not None:
+            self.reader.cancel()
+
+
+def make_subscriber(
+    client: str, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
+) -> Subscriber:
+    """The subscriber class for ``client`` ("picows" or "websockets")."""
+    if client == "picows":
+        return PicowsSubscriber(url, record, slow_rate, idle, rcvbuf)
+    return WebsocketsSubscriber(url, record, slow_rate, idle, rcvbuf)
