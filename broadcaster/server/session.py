@@ -9,7 +9,10 @@ moves bytes and decides when to close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -126,7 +129,9 @@ class ClientSession:
             if not self.closing:
                 raise
         finally:
-            self.connection_lost()
+            # The TCP connection may outlive the read loop (a close handshake in
+            # progress, an abort pending): free what was held, keep the abort timer.
+            self._release()
 
     async def handle(self, frame: str | bytes) -> None:
         op = parse_op(frame)
@@ -284,8 +289,18 @@ class ClientSession:
         self._stop_reading()
 
     def _abort(self) -> None:
-        """The client did not complete the closing handshake in time (it is not reading)."""
+        """The client did not complete the closing handshake in time (it is not reading).
+
+        SO_LINGER 0 makes the close a TCP reset: without it the kernel would
+        keep the unsent bytes and queue a FIN behind them, so a client that
+        does not read would never learn it was cut off, and the kernel would
+        hold its buffers for minutes.
+        """
         self._abort_handle = None
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._transport.abort()
 
     def _stop_reading(self) -> None:
@@ -304,6 +319,10 @@ class ClientSession:
         if self._abort_handle is not None:
             self._abort_handle.cancel()
             self._abort_handle = None
+        self._release()
+
+    def _release(self) -> None:
+        """Free everything held for this client and stop reading from it (idempotent)."""
         self.closing = True
         self.app.hub.drop(self.outbox)
         self.app.forget(self)

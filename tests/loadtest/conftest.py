@@ -1,27 +1,18 @@
 """Fixtures for the load tool's own tests: which servers to run a short scenario against.
 
-The repository root goes on sys.path because the project installs only the
-``broadcaster`` package; ``loadtest`` is used from the source tree.
-
-To run the same checks against the real server, add ``"broadcaster"`` (the
-built-in target that writes a config and runs ``python -m broadcaster serve``) or
-any command template with ``{port}`` to ``SERVER_COMMANDS``.
+Every accounting test runs against the real server (``"broadcaster"``: the
+built-in target that writes a config and runs ``python -m broadcaster serve``)
+and against the baselines; any command template with ``{port}`` can be added
+to ``SERVER_COMMANDS``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from loadtest.targets import TargetSpec, parse_target
 
-from loadtest.targets import TargetSpec, parse_target  # noqa: E402
-
-SERVER_COMMANDS = ["baseline-broadcast", "baseline-queue", "trivial"]
+SERVER_COMMANDS = ["broadcaster", "baseline-broadcast", "baseline-queue", "trivial"]
 """Targets every accounting test runs against (built-in names or commands with {port})."""
 
 BASELINES = ["baseline-broadcast", "baseline-queue", "trivial"]
