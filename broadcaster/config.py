@@ -551,7 +551,9 @@ def load_config(
         if value is None:
             continue
         section, _, key = dotted.partition(".")
-        flag = f"--{key.replace('_', '-')}" if section != "api" else f"--api-{key}"
+        flag = f"--{key.replace('_', '-')}"
+        if section == "api":
+            flag = "--api" if key == "enabled" else f"--api-{key.replace('_', '-')}"
         expected = _OVERRIDABLE[section][key]
         _check_type(flag, key, value, expected)
         overrides[dotted] = value

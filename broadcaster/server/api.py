@@ -24,6 +24,7 @@ item at fault) and `seqs` (the items published before it).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -93,6 +94,15 @@ class ApiError(Exception):
         return _json(self.status, document, headers)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _json(status: int, document: object, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
@@ -156,12 +166,12 @@ class PublishApi:
             self._runner = None
             raise
         self._port = int(self._runner.addresses[0][1])
-        if not self._keys:
+        logger.info("HTTP publish API listening on %s", self.url)
+        if not self._keys and not _is_loopback(self.config.host):
             logger.warning(
                 "HTTP publish API on %s has no [api] keys: anyone who can reach it may publish",
                 self.url,
             )
-        logger.info("HTTP publish API listening on %s", self.url)
 
     async def stop(self) -> None:
         """Stop accepting requests; those in flight finish (bounded by publish_timeout)."""
