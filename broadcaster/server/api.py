@@ -149,16 +149,15 @@ class PublishApi:
             middlewares=[_json_errors], client_max_size=self.config.max_body_size
         )
         web_app.router.add_post(PUBLISH_PATH, self.publish)
-        # access_log=None: one log line per publish would cost more than the publish.
-        self._runner = web.AppRunner(web_app, access_log=None)
-        await self._runner.setup()
-        self._site = web.TCPSite(
-            self._runner,
-            self.config.host,
-            self.config.port,
+        self._runner = web.AppRunner(
+            web_app,
+            # One log line per publish would cost more than the publish.
+            access_log=None,
             # In-flight publishes end by themselves within publish_timeout.
             shutdown_timeout=self.config.publish_timeout + 1.0,
         )
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.config.host, self.config.port)
         try:
             await self._site.start()
         except BaseException:
