@@ -15,7 +15,6 @@ nothing read from the pipe is lost.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import deque
 
 from broadcaster.config import SourceConfig
@@ -32,12 +31,12 @@ class StdinSource:
     """Publishes the JSON lines read from file descriptor `fd` (standard input by default)."""
 
     def __init__(
-        self, *, name: str, channel: str, max_line: int = DEFAULT_MAX_LINE, fd: int | None = None
+        self, *, name: str, channel: str, max_line: int = DEFAULT_MAX_LINE, fd: int = 0
     ) -> None:
         self.name = name
         self.channel = channel
         self.max_line = max_line
-        self.fd = sys.stdin.fileno() if fd is None else fd
+        self.fd = fd
         self.offset = 0
         """Bytes of input published (or skipped)."""
         self._reader: ChunkReader | None = None
