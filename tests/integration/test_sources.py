@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from broadcaster.errors import ChannelBlocked
 from broadcaster.server.app import Broadcaster
@@ -295,10 +296,21 @@ async def xread_waiting(redis: RedisServer) -> bool:
     """Whether a client is blocked in XREAD (the source has caught up and waits for entries)."""
     client = redis.client()
     try:
-        listing = (await client.execute_command("CLIENT", "LIST")).decode()
+        listing = await client.client_list()
     finally:
         await client.aclose()
-    return any("cmd=xread" in line and "flags=b" in line for line in listing.splitlines())
+    return any(c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in listing)
+
+
+async def xadd(r: Redis, fields: dict[str, bytes]) -> str:
+    """XADD to the `prices` stream; the new entry's id."""
+    entry_id: Any = await r.xadd("prices", fields)  # type: ignore[arg-type]
+    return str(entry_id.decode())
+
+
+async def newest_id(r: Redis) -> str:
+    entries: Any = await r.xrevrange("prices", count=1)
+    return str(entries[0][0].decode())
 
 
 async def test_redis_stream_source_fans_out_a_stream(
@@ -308,21 +320,21 @@ async def test_redis_stream_source_fans_out_a_stream(
     redis = await redis_server()
     r = redis.client()
     try:
-        await r.xadd("prices", {"data": b'{"old": true}'})
+        await xadd(r, {"data": b'{"old": true}'})
         server = await serve(stream_source(redis, "prices.live"))
         client = await open_client(server.url)
         await client.subscribe("prices.live")
         await wait_until(lambda: xread_waiting(redis), what="the source to wait in XREAD")
-        ids = [await r.xadd("prices", {"data": f'{{"n": {n}}}'.encode()}) for n in range(3)]
-        await r.xadd("prices", {"other": b"1"})
-        await r.xadd("prices", {"data": b"{nope"})
-        last = await r.xadd("prices", {"data": b'{"n": "last"}'})
+        ids = [await xadd(r, {"data": f'{{"n": {n}}}'.encode()}) for n in range(3)]
+        await xadd(r, {"other": b"1"})
+        await xadd(r, {"data": b"{nope"})
+        last = await xadd(r, {"data": b'{"n": "last"}'})
         got = await client.messages("prices.live", 4)
         assert [m["data"] for m in got] == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": "last"}]
         stats = await source_stats(server, "stream")
         assert (stats["kind"], stats["published"], stats["skipped"]) == ("redis_stream", 4, 2)
-        assert stats["position"] == last.decode()
-        assert ids[0].decode() < stats["position"]
+        assert stats["position"] == last
+        assert ids[0] < stats["position"]
     finally:
         await r.aclose()
 
@@ -335,7 +347,7 @@ async def test_redis_stream_source_can_start_from_the_beginning(
     r = redis.client()
     try:
         for n in range(5):
-            await r.xadd("prices", {"data": str(n).encode()})
+            await xadd(r, {"data": str(n).encode()})
         server = await serve(
             '[channels."all"]\nhistory_size = 10\n' + stream_source(redis, "all", start='"0"')
         )
@@ -359,13 +371,13 @@ async def test_blocked_channel_stops_the_stream_source_until_room_returns(
         healthy = await open_client(server.url)
         state = state_of(server, "stream")
         await wait_until(lambda: xread_waiting(redis), what="the source to wait in XREAD")
-        held = (await r.xadd("prices", {"data": b'{"i": "first"}'})).decode()
+        held = await xadd(r, {"data": b'{"i": "first"}'})
         await wait_until(lambda: state.position == held, what="the first entry")
         await fill_until_blocked(server)
 
         total = 100
         for i in range(total):
-            await r.xadd("prices", {"data": f'{{"i": {i}, "pad": "{PAD}"}}'.encode()})
+            await xadd(r, {"data": f'{{"i": {i}, "pad": "{PAD}"}}'.encode()})
         await wait_until(lambda: state.state == "blocked", what="the source to block")
         for _ in range(3):
             await round_trip(healthy)
@@ -375,7 +387,7 @@ async def test_blocked_channel_stops_the_stream_source_until_room_returns(
 
         events = await stalled.read_until(lambda evs: len(source_items(evs)) == total + 1)
         assert source_items(events) == ["first", *range(total)]
-        newest = (await r.xrevrange("prices", count=1))[0][0].decode()
+        newest = await newest_id(r)
         await wait_until(lambda: state.position == newest, what="the end of the stream")
     finally:
         await r.aclose()
@@ -403,7 +415,7 @@ async def test_stream_source_restarts_when_redis_is_down_and_resumes_when_it_is_
     await client.subscribe("back")
     r = redis.client()
     try:
-        await r.xadd("prices", {"data": b'"hello again"'})
+        await xadd(r, {"data": b'"hello again"'})
     finally:
         await r.aclose()
     assert data_of(await client.messages("back", 1), "back") == ["hello again"]
