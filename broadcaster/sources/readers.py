@@ -36,13 +36,19 @@ class FileReader:
 
     def __init__(self, fd: int, offset: int | None = None) -> None:
         self.fd = fd
+        self._inflight: asyncio.Future[bytes] | None = None
         if offset is None:
             self.offset = os.lseek(fd, 0, os.SEEK_CUR)
         else:
             self.offset = os.lseek(fd, offset, os.SEEK_SET)
 
     async def read(self) -> bytes:
-        chunk = await asyncio.to_thread(os.read, self.fd, CHUNK)
+        loop = asyncio.get_running_loop()
+        self._inflight = loop.run_in_executor(None, os.read, self.fd, CHUNK)
+        # Shielded: if this task is cancelled, the thread's read still runs to its
+        # end, and `close` must not free the descriptor under it (a reused number
+        # would make it read someone else's file or socket).
+        chunk = await asyncio.shield(self._inflight)
         self.offset += len(chunk)
         return chunk
 
@@ -51,6 +57,18 @@ class FileReader:
         self.offset = offset
 
     def close(self) -> None:
+        inflight = self._inflight
+        if inflight is not None and not inflight.done():
+            inflight.add_done_callback(self._close_after_read)
+        else:
+            self._close_fd()
+
+    def _close_after_read(self, read: asyncio.Future[bytes]) -> None:
+        if not read.cancelled():
+            read.exception()  # retrieved: the read's outcome no longer matters
+        self._close_fd()
+
+    def _close_fd(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
 

@@ -91,3 +91,24 @@ async def test_starlette_example_publishes_through_the_python_api() -> None:
         await serving
         sock.close()
     assert other_tasks() == before, "the app's shutdown stopped the broadcaster completely"
+
+
+async def test_a_failed_start_releases_what_it_started() -> None:
+    """If the API port is taken, start() raises and leaves no task and no bound port behind."""
+    before = other_tasks()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        api_port = taken.getsockname()[1]
+        server = Broadcaster(
+            Config.build(server={"port": 0}, api={"enabled": True, "port": api_port})
+        )
+        try:
+            await server.start()
+        except OSError:
+            pass
+        else:
+            await server.stop()
+            raise AssertionError("binding a taken API port must fail")
+    assert other_tasks() == before
+    assert server.api is None

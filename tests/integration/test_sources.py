@@ -462,3 +462,18 @@ async def test_redis_pubsub_source_fans_out_a_channel_and_a_pattern(
         1,
         3,
     )
+
+
+def test_cli_refuses_a_bad_source_spec() -> None:
+    """`--source` that is neither stdin:CHANNEL nor file:PATH:CHANNEL exits 2 and says so."""
+    result = subprocess.run(
+        [sys.executable, "-m", "broadcaster", "serve", "--source", "kafka:prices"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--source" in result.stderr
+    assert "stdin:CHANNEL or file:PATH:CHANNEL" in result.stderr
+    assert "Traceback" not in result.stderr
