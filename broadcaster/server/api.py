@@ -230,7 +230,7 @@ class PublishApi:
             return ("ip", request.remote or "unknown")
         scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() == AUTH_SCHEME:
-            offered = credential.strip().encode()
+            offered = credential.strip().encode("utf-8", "replace")
             found = None
             # Compare with every key in constant time, so timing does not leak a prefix.
             for index, key in enumerate(self._keys):
