@@ -14,7 +14,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from broadcaster.config import load_config
+from broadcaster.config import load_config, source_from_flag
 from broadcaster.errors import ConfigError
 from broadcaster.server.app import Broadcaster
 
@@ -39,7 +39,16 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(
             config_path,
-            flags={"server.host": args.host, "server.port": args.port},
+            flags={
+                "server.host": args.host,
+                "server.port": args.port,
+                "api.enabled": args.api,
+                "api.host": args.api_host,
+                "api.port": args.api_port,
+            },
+        )
+        config = config.with_sources(
+            *(source_from_flag(text, index=i) for i, text in enumerate(args.source))
         )
         server = Broadcaster(config)
         run(server.serve_forever())
@@ -72,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (overrides [server] host)")
     serve.add_argument("--port", type=int, help="port to bind (overrides [server] port)")
+    serve.add_argument(
+        "--api",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the HTTP publish API (overrides [api] enabled)",
+    )
+    serve.add_argument("--api-host", help="address of the HTTP publish API (overrides [api] host)")
+    serve.add_argument(
+        "--api-port", type=int, help="port of the HTTP publish API (overrides [api] port)"
+    )
+    serve.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="add a source: stdin:CHANNEL (JSON lines from standard input) or "
+        "file:PATH:CHANNEL (JSON lines from a file); may be repeated",
+    )
     serve.set_defaults(func=_serve)
     return parser
 

@@ -5,9 +5,13 @@ built-in defaults. Every problem is reported as a `ConfigError` naming the
 source (file or variable), the key and what was expected, so `broadcaster
 serve` can print one paragraph and exit 2 instead of a traceback.
 
-Environment variables: `BROADCASTER_<SECTION>_<KEY>` for the scalar keys of
-`[server]`, `[defaults]` and `[broker]` (for example `BROADCASTER_SERVER_PORT=9000`,
-`BROADCASTER_DEFAULTS_QUEUE_SIZE=512`, `BROADCASTER_BROKER_URL=redis://...`).
+Environment variables: `BROADCASTER_<SECTION>_<KEY>` for the keys of
+`[server]`, `[defaults]`, `[broker]` and `[api]` (for example
+`BROADCASTER_SERVER_PORT=9000`, `BROADCASTER_DEFAULTS_QUEUE_SIZE=512`,
+`BROADCASTER_BROKER_URL=redis://...`, `BROADCASTER_API_KEYS='["k1", "k2"]'`).
+
+In code, `Config.build(server={...}, channels={...})` builds a config from
+plain dicts with the same validation as a file, for embedding without TOML.
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from broadcaster.core.strategies import Strategy
 from broadcaster.errors import ConfigError
 
 __all__ = [
+    "ApiConfig",
     "BrokerConfig",
     "Config",
     "ServerConfig",
     "SourceConfig",
+    "build_config",
     "load_config",
+    "parse_config",
+    "source_from_flag",
 ]
 
 ENV_PREFIX = "BROADCASTER_"
@@ -75,6 +83,28 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ApiConfig:
+    """`[api]`: the HTTP publish API, on its own port (the WebSocket port only speaks GET)."""
+
+    enabled: bool = False
+    """Off unless a config turns it on (configs/default.toml does): no port opens unasked."""
+    host: str = "127.0.0.1"
+    port: int = 8766
+    keys: tuple[str, ...] = field(default=(), repr=False)
+    """API keys accepted in `Authorization: apikey KEY`; empty = no auth (bind to loopback)."""
+    publish_timeout: float = 5.0
+    """Seconds a request may wait for room on `block` channels before answering 503."""
+    rate: float = 0.0
+    """Messages per second per publisher (API key, or client address without keys); 0 = no limit."""
+    burst: float = 1.0
+    """Messages a publisher may send at once above `rate` (default: `rate`, at least 1)."""
+    max_batch: int = 1000
+    """Messages in one batch request, at most."""
+    max_body_size: int = 1_048_576
+    """Bytes per request body; larger requests get 413."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SourceConfig:
     """One `[sources.NAME]` table: a feed that publishes into a channel."""
 
@@ -91,6 +121,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     policies: PolicyTable = field(default_factory=PolicyTable)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     sources: tuple[SourceConfig, ...] = ()
     source: str = "<built-in defaults>"
     """Where this config came from, for messages."""
@@ -99,6 +130,58 @@ class Config:
     def embedded_default(cls) -> Config:
         """The config `broadcaster serve` runs with no --config: configs/default.toml's content."""
         return parse_config(DEFAULT_TOML, source="<embedded default>")
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        server: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        channels: Mapping[str, Mapping[str, Any]] | None = None,
+        broker: Mapping[str, Any] | None = None,
+        api: Mapping[str, Any] | None = None,
+        sources: Mapping[str, Mapping[str, Any]] | None = None,
+        source: str = "<Config.build>",
+    ) -> Config:
+        """A config from plain dicts, one per TOML section, validated exactly like a file.
+
+        For applications that embed the server and keep their settings
+        elsewhere::
+
+            Config.build(server={"port": 9000}, channels={"orders": {"strategy": "block"}})
+
+        Mistakes raise `ConfigError` naming the section and key.
+        """
+        raw: dict[str, Any] = {}
+        for name, section in (
+            ("server", server),
+            ("defaults", defaults),
+            ("channels", channels),
+            ("broker", broker),
+            ("api", api),
+            ("sources", sources),
+        ):
+            if section is not None:
+                raw[name] = _plain(section)
+        return build_config(raw, source=source)
+
+    def with_sources(self, *extra: SourceConfig) -> Config:
+        """A copy with `extra` sources added (names must be unique)."""
+        names = {s.name for s in self.sources}
+        for added in extra:
+            if added.name in names:
+                raise ConfigError(self.source, f"[sources.{added.name}]", "a unique source name")
+            names.add(added.name)
+        return dataclasses.replace(self, sources=(*self.sources, *extra))
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences from code as the dicts and lists a TOML parser gives."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 # The embedded default, kept identical to configs/default.toml by a test.
@@ -130,6 +213,14 @@ max_rate = 50                  # the most a subscriber may ask for with subscrib
 
 [broker]
 kind = "memory"                # memory | redis
+
+[api]                          # HTTP publish API: POST /api/publish
+enabled = true
+host = "127.0.0.1"             # no keys below: anyone who can reach it may publish; keep it private
+port = 8766
+keys = []                      # API keys for `Authorization: apikey KEY`; empty = no auth
+publish_timeout = 5.0          # seconds to wait for room on block channels before 503
+rate = 0                       # messages per second per publisher (key or IP); 0 = unlimited
 
 [sources.demo_ticker]          # built-in simulated feed
 channel = "tickers.demo"
@@ -170,7 +261,25 @@ _BROKER_KEYS: dict[str, type | tuple[type, ...]] = {
     "stream_maxlen": int,
 }
 _BROKER_KINDS = ("memory", "redis")
-_SECTIONS = ("server", "defaults", "channels", "broker", "sources")
+_API_KEYS: dict[str, type | tuple[type, ...]] = {
+    "enabled": bool,
+    "host": str,
+    "port": int,
+    "keys": list,
+    "publish_timeout": (int, float),
+    "rate": (int, float),
+    "burst": (int, float),
+    "max_batch": int,
+    "max_body_size": int,
+}
+_SECTIONS = ("server", "defaults", "channels", "broker", "api", "sources")
+# Sections whose keys env vars and flags may override, with their key tables.
+_OVERRIDABLE: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "server": _SERVER_KEYS,
+    "defaults": _POLICY_KEYS,
+    "broker": _BROKER_KEYS,
+    "api": _API_KEYS,
+}
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -180,6 +289,8 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
         return "an integer"
     if expected is bool:
         return "true or false"
+    if expected is list:
+        return "a list of strings"
     return "a number"
 
 
@@ -241,6 +352,43 @@ def _policy(
         raise ConfigError(where(key), f"{section} {key}", expected) from None
 
 
+def _api(values: dict[str, Any], at: Callable[[str], str]) -> ApiConfig:
+    """Validate `[api]` values (types already checked) into an `ApiConfig`."""
+
+    def fail(key: str, expected: str) -> ConfigError:
+        return ConfigError(at(key), f"[api] {key}", expected, values[key])
+
+    if "port" in values and not 0 <= values["port"] <= 65535:
+        raise fail("port", "a TCP port 0-65535")
+    if "keys" in values:
+        keys = values["keys"]
+        if not all(isinstance(k, str) and k.strip() == k and k for k in keys):
+            # The keys are secrets: name the problem, never echo the value.
+            raise ConfigError(
+                at("keys"), "[api] keys", "a list of non-empty strings without surrounding spaces"
+            )
+        values["keys"] = tuple(keys)
+    if "publish_timeout" in values:
+        if not values["publish_timeout"] > 0:
+            raise fail("publish_timeout", "seconds > 0")
+        values["publish_timeout"] = float(values["publish_timeout"])
+    rate = float(values.get("rate", 0))
+    if rate < 0:
+        raise fail("rate", "messages per second >= 0 (0 = no limit)")
+    values["rate"] = rate
+    if "burst" in values:
+        if not values["burst"] >= 1:
+            raise fail("burst", "messages >= 1")
+        values["burst"] = float(values["burst"])
+    else:
+        values["burst"] = max(1.0, rate)
+    if "max_batch" in values and values["max_batch"] < 1:
+        raise fail("max_batch", "messages >= 1")
+    if "max_body_size" in values and values["max_body_size"] < 64:
+        raise fail("max_body_size", "bytes >= 64")
+    return ApiConfig(**values)
+
+
 def _source_table(source: str, name: str, table: Any) -> SourceConfig:
     section = f"[sources.{name}]"
     if not isinstance(table, dict):
@@ -293,9 +441,15 @@ def build_config(
     server_values = _check_table(source, "[server]", raw.get("server", {}), _SERVER_KEYS)
     defaults_values = _check_table(source, "[defaults]", raw.get("defaults", {}), _POLICY_KEYS)
     broker_values = _check_table(source, "[broker]", raw.get("broker", {}), _BROKER_KEYS)
+    api_values = _check_table(source, "[api]", raw.get("api", {}), _API_KEYS)
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        target = {"server": server_values, "defaults": defaults_values, "broker": broker_values}
+        target = {
+            "server": server_values,
+            "defaults": defaults_values,
+            "broker": broker_values,
+            "api": api_values,
+        }
         target[section][key] = value
 
     for key in ("port",):
@@ -340,6 +494,7 @@ def build_config(
         if key in broker_values and broker_values[key] < 1:
             raise ConfigError(source, f"[broker] {key}", "an integer >= 1", broker_values[key])
     broker = BrokerConfig(**broker_values)
+    api = _api(api_values, lambda key: at("api", key))
 
     defaults = _policy(
         source,
@@ -376,6 +531,7 @@ def build_config(
         server=server,
         policies=PolicyTable(defaults, tuple(entries), server.strict_channels),
         broker=broker,
+        api=api,
         sources=sources,
         source=source,
     )
@@ -390,11 +546,7 @@ def env_var(dotted: str) -> str:
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Overrides from `BROADCASTER_<SECTION>_<KEY>` variables, parsed as TOML values."""
     found: dict[str, Any] = {}
-    for section, keys in (
-        ("server", _SERVER_KEYS),
-        ("defaults", _POLICY_KEYS),
-        ("broker", _BROKER_KEYS),
-    ):
+    for section, keys in _OVERRIDABLE.items():
         for key, expected in keys.items():
             var = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             if var not in environ:
@@ -427,9 +579,9 @@ def load_config(
             continue
         section, _, key = dotted.partition(".")
         flag = f"--{key.replace('_', '-')}"
-        expected = {"server": _SERVER_KEYS, "defaults": _POLICY_KEYS, "broker": _BROKER_KEYS}[
-            section
-        ][key]
+        if section == "api":
+            flag = "--api" if key == "enabled" else f"--api-{key.replace('_', '-')}"
+        expected = _OVERRIDABLE[section][key]
         _check_type(flag, key, value, expected)
         overrides[dotted] = value
         origins[dotted] = flag
@@ -445,3 +597,21 @@ def load_config(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, "(file)", f"a readable UTF-8 file ({exc})") from None
     return parse_config(text, source=source, overrides=overrides, origins=origins)
+
+
+def source_from_flag(text: str, *, index: int = 0) -> SourceConfig:
+    """A source from `--source KIND:...`: `stdin:CHANNEL` or `file:PATH:CHANNEL`.
+
+    The channel is what follows the last colon, so a path may contain colons.
+    """
+    kind, _, rest = text.partition(":")
+    suffix = f"-{index}" if index else ""
+    if kind == "stdin" and rest:
+        return SourceConfig(name=f"stdin{suffix}", kind="stdin", channel=rest)
+    if kind == "file":
+        path, _, channel = rest.rpartition(":")
+        if path and channel:
+            return SourceConfig(
+                name=f"file{suffix}", kind="file", channel=channel, options={"path": path}
+            )
+    raise ConfigError("--source", "--source", "stdin:CHANNEL or file:PATH:CHANNEL", text)

@@ -9,7 +9,9 @@ everything the library raises with a single clause::
     │   ├── ForbiddenChannel     the channel is reserved (`$sys.*`) or not allowed
     │   ├── UnknownChannel       strict_channels is on and no [channels] entry matches
     │   ├── InvalidPublish       the data is not JSON-serializable or the channel name is bad
-    │   └── BrokerUnavailable    the broker cannot take the publish now
+    │   ├── BrokerUnavailable    the broker cannot take the publish now
+    │   ├── ChannelBlocked       a `block` channel had no room within the publish's timeout
+    │   └── RateLimited          the publisher is over its rate limit
     └── ServerStateError     the server was used before start() or after stop()
 """
 
@@ -18,10 +20,12 @@ from __future__ import annotations
 __all__ = [
     "BroadcasterError",
     "BrokerUnavailable",
+    "ChannelBlocked",
     "ConfigError",
     "ForbiddenChannel",
     "InvalidPublish",
     "PublishError",
+    "RateLimited",
     "ServerStateError",
     "UnknownChannel",
 ]
@@ -77,6 +81,33 @@ class BrokerUnavailable(PublishError):
     """The broker cannot take the publish now; retry after `retry_after` seconds."""
 
     code = "unavailable"
+
+
+class ChannelBlocked(PublishError):
+    """A `block` channel had no room within the publish's timeout; nothing was published.
+
+    A subscriber of the channel is not reading. It is cut off after the
+    channel's slow_consumer_timeout at the latest, so retrying after
+    `retry_after` seconds is sensible. The code is PROTOCOL.md's `unavailable`
+    (the server cannot take the publish now), the message names the channel.
+    """
+
+    code = "unavailable"
+
+    def __init__(self, channel: str, timeout: float, *, retry_after: float) -> None:
+        super().__init__(
+            f"channel {channel!r} is blocked (strategy block): a subscriber is not reading, "
+            f"and no room appeared within {timeout:g} s",
+            retry_after=retry_after,
+        )
+        self.channel = channel
+        self.timeout = timeout
+
+
+class RateLimited(PublishError):
+    """The publisher sent more than its rate allows; retry after `retry_after` seconds."""
+
+    code = "rate_limited"
 
 
 class ServerStateError(BroadcasterError):

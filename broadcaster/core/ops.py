@@ -16,6 +16,7 @@ from broadcaster.codes import ErrorCode
 
 __all__ = [
     "MAX_CHANNEL_LENGTH",
+    "SYSTEM_PREFIX",
     "Auth",
     "Op",
     "Ping",
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 MAX_CHANNEL_LENGTH = 255
+# Channels whose names start with this belong to the server: no client or API publishes there.
+SYSTEM_PREFIX = "$sys."
 
 OpId = int | str | None
 

@@ -3,8 +3,12 @@
 `Broadcaster` is both what `broadcaster serve` runs and the API for running
 the server inside an existing asyncio application::
 
-    async with Broadcaster(config) as server:
+    async with Broadcaster(Config.build(server={"port": 8765})) as server:
         await server.publish("tickers.demo", {"symbol": "AAPL", "price": 189.2})
+
+Every task it starts (the WebSocket server's, the sweeper, the sources, the
+HTTP publish API) is ended by `stop()`, so an application that stops it
+leaves nothing behind on its loop.
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ from broadcaster.config import Config
 from broadcaster.core.channel import Channel
 from broadcaster.core.hub import Hub
 from broadcaster.core.ops import validate_channel
-from broadcaster.errors import ConfigError, InvalidPublish, ServerStateError, UnknownChannel
+from broadcaster.errors import (
+    ChannelBlocked,
+    ConfigError,
+    InvalidPublish,
+    ServerStateError,
+    UnknownChannel,
+)
+from broadcaster.server.api import PublishApi
 from broadcaster.server.http import HttpEndpoints
 from broadcaster.server.room import RoomWaiters
 from broadcaster.server.scheduler import FlushScheduler
@@ -43,6 +54,10 @@ logger = logging.getLogger("broadcaster")
 # Incoming frames websockets buffers per connection before it stops reading
 # the socket; a blocked publisher therefore stops being read quickly.
 MAX_INCOMING_QUEUE = 16
+# Seconds a publisher refused for a blocked channel is told to wait. The block
+# ends when the subscriber reads or is cut off as a slow consumer; a short
+# retry finds out which without hammering.
+BLOCKED_RETRY_AFTER = 1.0
 
 
 class BlockedPublisher(Protocol):
@@ -62,6 +77,7 @@ class Broadcaster:
         self.sessions: dict[int, ClientSession] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
+        self.api: PublishApi | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -88,6 +104,13 @@ class Broadcaster:
     @property
     def url(self) -> str:
         return f"ws://{self.config.server.host}:{self.port}/ws"
+
+    @property
+    def api_url(self) -> str:
+        """The HTTP publish endpoint, `http://HOST:PORT/api/publish` (needs `[api] enabled`)."""
+        if self.api is None:
+            raise ServerStateError("the HTTP publish API is not running ([api] enabled = false)")
+        return self.api.url
 
     async def start(self) -> None:
         """Bind the port, start the broker, the writer, the sweeper and the sources."""
@@ -127,6 +150,15 @@ class Broadcaster:
             create_connection=connection_class(cfg.server.socket_send_buffer),
         )
         self._sweeper = self._loop.create_task(self._sweep(), name="slow-consumer-sweeper")
+        if cfg.api.enabled:
+            self.api = PublishApi(self, cfg.api)
+            try:
+                await self.api.start()
+            except BaseException:
+                # The API port is taken (or similar): release what is already running.
+                self.api = None
+                await self.stop()
+                raise
         for source, kind in sources:
             self.sources.start(source, kind)
         logger.info("broadcaster listening on %s (broker: %s)", self.url, self.broker.name)
@@ -158,6 +190,8 @@ class Broadcaster:
         self._stopping = True
         server = self._server
         server.server.close()  # stop accepting; pending handshakes get 503
+        if self.api is not None:
+            await self.api.stop()
         await self.sources.stop()
         deadline = self._loop.time() + self.config.server.shutdown_timeout
         # Polled rather than signalled: a notification would cost the hot path
@@ -206,9 +240,22 @@ class Broadcaster:
     # --- publishing --------------------------------------------------------------
 
     async def publish(
-        self, channel: str, data: Any, *, publisher: BlockedPublisher | None = None
+        self,
+        channel: str,
+        data: Any,
+        *,
+        publisher: BlockedPublisher | None = None,
+        block_timeout: float | None = None,
     ) -> int:
-        """Publish `data` to `channel`; returns its seq. Waits for room on `block` channels."""
+        """Publish `data` to `channel`; returns its seq. Waits for room on `block` channels.
+
+        `block_timeout` bounds that wait (seconds; None waits as long as it takes):
+        when no room appears in time nothing is published and `ChannelBlocked`
+        is raised with `retry_after`. Only the wait is bounded, never the
+        broker's publish itself, so a timeout never leaves a message half-sent.
+        `publisher` hears when the publish starts and stops waiting.
+        Raises `PublishError` subclasses carrying PROTOCOL.md codes.
+        """
         if self._server is None or self._stopped.is_set():
             raise ServerStateError("publish needs a started server")
         problem = validate_channel(channel)
@@ -220,10 +267,20 @@ class Broadcaster:
                 f"channel {channel!r} matches no [channels] entry and strict_channels is on"
             )
         if target.blocking and self.rooms.must_wait(target):
+            if block_timeout is not None and block_timeout <= 0:
+                raise ChannelBlocked(channel, 0.0, retry_after=BLOCKED_RETRY_AFTER)
             if publisher is not None:
                 publisher.channel_blocked(target)
             try:
-                await self.rooms.wait(target)
+                if block_timeout is None:
+                    await self.rooms.wait(target)
+                else:
+                    async with asyncio.timeout(block_timeout):
+                        await self.rooms.wait(target)
+            except TimeoutError:
+                raise ChannelBlocked(
+                    channel, block_timeout or 0.0, retry_after=BLOCKED_RETRY_AFTER
+                ) from None
             finally:
                 if publisher is not None:
                     publisher.channel_unblocked(target)

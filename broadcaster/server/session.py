@@ -22,7 +22,16 @@ from websockets.protocol import OPEN
 from broadcaster.codes import ABUSE_ERROR_CODES, CloseCode, ErrorCode
 from broadcaster.core import events
 from broadcaster.core.channel import Channel
-from broadcaster.core.ops import Auth, Ping, Publish, Rejected, Subscribe, Unsubscribe, parse_op
+from broadcaster.core.ops import (
+    SYSTEM_PREFIX,
+    Auth,
+    Ping,
+    Publish,
+    Rejected,
+    Subscribe,
+    Unsubscribe,
+    parse_op,
+)
 from broadcaster.core.outbox import Outbox
 from broadcaster.errors import PublishError
 from broadcaster.server.websocket import BroadcasterConnection
@@ -34,7 +43,6 @@ __all__ = ["ClientSession"]
 
 logger = logging.getLogger("broadcaster.session")
 
-SYSTEM_PREFIX = "$sys."
 # More than this many abuse errors within the window closes the connection (1008).
 ABUSE_LIMIT = 10
 ABUSE_WINDOW = 10.0

@@ -185,7 +185,7 @@ async def test_console_script_serves_the_embedded_default_with_the_demo_ticker()
     assert script is not None, "the console script is installed with the project"
     port = free_port()
     proc = subprocess.Popen(
-        [script, "serve", "--port", str(port)],
+        [script, "serve", "--port", str(port), "--api-port", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -224,7 +224,7 @@ async def test_environment_sets_the_port(serve_process: StartProcess, tmp_path: 
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "broadcaster", "serve"],
-        env={**os.environ, "BROADCASTER_SERVER_PORT": str(port)},
+        env={**os.environ, "BROADCASTER_SERVER_PORT": str(port), "BROADCASTER_API_PORT": "0"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

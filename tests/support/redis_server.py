@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import redis
+import redis.asyncio
 
 from tests.support.servers import free_port
 
@@ -40,8 +41,8 @@ def redis_toml(url: str, **extra: object) -> str:
 class RedisServer:
     """One redis-server process on 127.0.0.1; `kill`/`start` keep the port and the data dir."""
 
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -104,3 +105,14 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5)
+
+    def async_client(self) -> redis.asyncio.Redis:
+        return redis.asyncio.Redis(port=self.port, socket_timeout=5)
+
+    async def stop(self) -> None:
+        """Terminate (or kill) the server; the data directory stays."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 10)
+        self.proc = None

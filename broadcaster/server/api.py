@@ -1,0 +1,292 @@
+"""The HTTP publish API: `POST /api/publish` on its own port, served by aiohttp.
+
+Backends (a pricing service, a cron job, a web app) publish with one HTTP
+request instead of holding a WebSocket. The WebSocket port is served by
+`websockets`, which only answers GET, so the API gets a real HTTP server
+(aiohttp: asyncio-native, keep-alive, its own C parser) on a port of its
+own, `[api] port`.
+
+The backpressure rules of the WebSocket edge hold here too, in HTTP's words:
+
+- a `block` channel without room within `publish_timeout`: 503 + Retry-After
+  (nothing of that item was published);
+- over the publisher's rate (a token bucket per API key, or per client
+  address when no keys are configured): 429 + Retry-After;
+- malformed input: 400 with PROTOCOL.md's codes (`invalid_json`,
+  `invalid_message`, `forbidden` for `$sys.*`, `unknown_channel`);
+- the broker cannot take the publish: 503 `unavailable` + Retry-After.
+
+Every error body is `{"error": CODE, "message": TEXT}`, plus `retry_after`
+(seconds) where the status has a Retry-After, and for batches `index` (the
+item at fault) and `seqs` (the items published before it).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from broadcaster.codes import ErrorCode
+from broadcaster.config import ApiConfig
+from broadcaster.core.publish_body import BodyRejected, parse_publish_body
+from broadcaster.core.token_bucket import TokenBuckets
+from broadcaster.errors import (
+    BrokerUnavailable,
+    ChannelBlocked,
+    PublishError,
+    RateLimited,
+    ServerStateError,
+)
+
+if TYPE_CHECKING:
+    from broadcaster.server.app import Broadcaster
+
+__all__ = ["PUBLISH_PATH", "ApiError", "PublishApi"]
+
+logger = logging.getLogger("broadcaster.api")
+
+PUBLISH_PATH = "/api/publish"
+AUTH_SCHEME = "apikey"
+# Not a PROTOCOL.md code (WebSocket auth fails at the handshake); HTTP needs one for 401.
+UNAUTHORIZED = "unauthorized"
+# Seconds a client is told to wait when the server is shutting down.
+STOPPING_RETRY_AFTER = 1.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, PROTOCOL.md-style code, message and optional extras."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    def response(self) -> web.Response:
+        document: dict[str, Any] = {"error": self.code, "message": self.message}
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            document["retry_after"] = round(self.retry_after, 3)
+            # Retry-After is whole seconds (RFC 9110); never tell a client 0.
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        document.update(self.extra)
+        return _json(self.status, document, headers)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _json(status: int, document: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(document),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer is JSON, aiohttp's own refusals (404, 405, 413) included."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = {
+            404: ("not_found", f"nothing at {request.path}; publish with POST {PUBLISH_PATH}"),
+            405: ("method_not_allowed", f"{PUBLISH_PATH} takes POST only"),
+        }.get(exc.status, (ErrorCode.INVALID_MESSAGE.value, exc.text or exc.reason))
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return _json(exc.status, {"error": code, "message": message}, headers)
+
+
+class PublishApi:
+    """Serves `POST /api/publish` for one `Broadcaster` on `[api] host`:`port`."""
+
+    def __init__(self, app: Broadcaster, config: ApiConfig) -> None:
+        self.app = app
+        self.config = config
+        self._keys = tuple(key.encode() for key in config.keys)
+        self.limiter = TokenBuckets(config.rate, config.burst) if config.rate > 0 else None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._port = 0
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        web_app = web.Application(
+            middlewares=[_json_errors], client_max_size=self.config.max_body_size
+        )
+        web_app.router.add_post(PUBLISH_PATH, self.publish)
+        self._runner = web.AppRunner(
+            web_app,
+            # One log line per publish would cost more than the publish.
+            access_log=None,
+            # In-flight publishes end by themselves within publish_timeout.
+            shutdown_timeout=self.config.publish_timeout + 1.0,
+        )
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        try:
+            await self._site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        self._port = int(self._runner.addresses[0][1])
+        logger.info("HTTP publish API listening on %s", self.url)
+        if not self._keys and not _is_loopback(self.config.host):
+            logger.warning(
+                "HTTP publish API on %s has no [api] keys: anyone who can reach it may publish",
+                self.url,
+            )
+
+    async def stop(self) -> None:
+        """Stop accepting requests; those in flight finish (bounded by publish_timeout)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with port 0)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self._port}{PUBLISH_PATH}"
+
+    # --- the endpoint ------------------------------------------------------------
+
+    async def publish(self, request: web.Request) -> web.Response:
+        """`{"channel", "data"}` → `{"seq"}`; `{"messages": [...]}` → `{"seqs": [...]}`."""
+        publisher = self._authenticate(request)
+        if request.content_type != "application/json":
+            # Requiring JSON's media type makes browsers preflight cross-site
+            # requests (which this API never approves), so a web page cannot
+            # make a visitor's browser publish to an API on their loopback.
+            raise ApiError(
+                415,
+                ErrorCode.INVALID_MESSAGE,
+                "send the body as Content-Type: application/json (curl --json '...' does)",
+            )
+        body = await request.read()
+        parsed = parse_publish_body(
+            body, policies=self.app.config.policies, max_batch=self.config.max_batch
+        )
+        if isinstance(parsed, BodyRejected):
+            extra = None if parsed.index is None else {"index": parsed.index}
+            raise ApiError(400, parsed.code, parsed.message, extra=extra)
+        self._charge(publisher, len(parsed.items))
+        loop = self.app.loop
+        deadline = loop.time() + self.config.publish_timeout
+        seqs: list[int] = []
+        for index, item in enumerate(parsed.items):
+            try:
+                seq = await self.app.publish(
+                    item.channel, item.data, block_timeout=deadline - loop.time()
+                )
+            except (PublishError, ServerStateError) as exc:
+                raise self._refused(exc, index if parsed.batch else None, seqs) from None
+            seqs.append(seq)
+        if parsed.batch:
+            return _json(200, {"seqs": seqs})
+        return _json(200, {"seq": seqs[0]})
+
+    def _authenticate(self, request: web.Request) -> tuple[str, object]:
+        """The publisher's identity for rate limiting; 401 without a valid key when keys exist."""
+        if not self._keys:
+            return ("ip", request.remote or "unknown")
+        scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() == AUTH_SCHEME:
+            offered = credential.strip().encode("utf-8", "replace")
+            found = None
+            # Compare with every key in constant time, so timing does not leak a prefix.
+            for index, key in enumerate(self._keys):
+                if hmac.compare_digest(offered, key) and found is None:
+                    found = index
+            if found is not None:
+                return ("key", found)
+        raise ApiError(
+            401,
+            UNAUTHORIZED,
+            f"this API needs a key: send the header 'Authorization: {AUTH_SCHEME} KEY' "
+            "with a key from [api] keys",
+            headers={"WWW-Authenticate": AUTH_SCHEME},
+        )
+
+    def _charge(self, publisher: tuple[str, object], cost: int) -> None:
+        """Take `cost` messages from the publisher's bucket, or answer 429 with the wait."""
+        limiter = self.limiter
+        if limiter is None:
+            return
+        if cost > limiter.burst:
+            raise ApiError(
+                400,
+                ErrorCode.INVALID_MESSAGE,
+                f"a batch of {cost} messages exceeds the rate limit's burst of "
+                f"{limiter.burst:g}; send at most that many per request",
+            )
+        wait = limiter.take(publisher, self.app.loop.time(), cost)
+        if wait > 0:
+            exc = RateLimited(
+                f"over the publish rate of {limiter.rate:g} messages/s "
+                f"(burst {limiter.burst:g}); retry after {wait:.3f} s",
+                retry_after=wait,
+            )
+            raise self._refused(exc, None, [])
+
+    def _refused(
+        self, exc: PublishError | ServerStateError, index: int | None, seqs: list[int]
+    ) -> ApiError:
+        """The HTTP answer for a publish the server refused."""
+        extra: dict[str, Any] = {} if index is None else {"index": index, "seqs": seqs}
+        if isinstance(exc, ServerStateError):
+            return ApiError(
+                503,
+                ErrorCode.UNAVAILABLE,
+                "the server is shutting down",
+                retry_after=STOPPING_RETRY_AFTER,
+                extra=extra,
+            )
+        if isinstance(exc, RateLimited):
+            status = 429
+        elif isinstance(exc, ChannelBlocked | BrokerUnavailable):
+            status = 503
+        else:
+            status = 400
+        retry_after = exc.retry_after
+        if status in (429, 503) and retry_after is None:
+            retry_after = 1.0
+        return ApiError(status, exc.code, str(exc), retry_after=retry_after, extra=extra)
