@@ -258,7 +258,7 @@ export class Client {
     if (!ws) return Promise.resolve();
     return new Promise((resolve) => {
       ws.onclose = () => resolve();
-      ws.onerror = () => {};
+      ws.onerror = () => resolve();
       try {
         ws.close(1000, "client closed");
       } catch {
@@ -287,7 +287,9 @@ export class Client {
     ws.onopen = () => this._opened(ws);
     ws.onmessage = (ev) => this._received(ws, ev.data);
     ws.onclose = (ev) => this._lost(ws, ev.code, ev.reason);
-    ws.onerror = () => {}; // a close event always follows
+    // An error always means an abnormal close (1006). Browsers then fire `close` too, but
+    // Node 20's WebSocket fires only `error` when the handshake fails: act on the first.
+    ws.onerror = () => this._lost(ws, 1006, this._open ? "connection error" : "connection failed");
   }
 
   _opened(ws) {
@@ -307,11 +309,13 @@ export class Client {
   /** The connection ended (close event, or a dead connection we gave up on). */
   _lost(ws, code, reason) {
     if (ws !== this._ws) return;
+    const wasOpen = this._open;
     this._detach();
     if (this._closed) return;
     const policy = closePolicy(code);
     const willReconnect = policy !== "none";
-    this._emit("disconnected", { code, reason, willReconnect });
+    // A failed attempt is not a disconnection: only `reconnecting` tells about it.
+    if (wasOpen) this._emit("disconnected", { code, reason, willReconnect });
     if (!willReconnect) {
       this._closed = true;
       this._failAll("closed", `broadcaster: the server closed the connection (${code} ${reason})`);
