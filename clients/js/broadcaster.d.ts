@@ -140,8 +140,11 @@ export declare class Client {
   close(): Promise<void>;
 }
 
-/** Connect to `url` (ws://host:port/ws); the client reconnects on its own until close(). */
+/** Connect to `url` (ws://host:port/ws, or "/ws" in a page); reconnects on its own until close(). */
 export declare function connect(url: string, options?: ConnectOptions): Client;
+
+/** `url` as a ws:// or wss:// URL, resolved against the page's location when there is one. */
+export declare function resolveUrl(url: string): string;
 
 export declare const CLOSE_POLICY: Readonly<Record<number, "none" | "normal" | "long">>;
 export declare function closePolicy(code: number): "none" | "normal" | "long";

@@ -518,7 +518,16 @@ export class Client {
   }
 }
 
-/** Connect to `url` (`ws://host:port/ws`); the client reconnects on its own until `close()`. */
+/** `url` as a ws:// or wss:// URL; in a page, "/ws" means the page's own server. */
+export function resolveUrl(url) {
+  const base = globalThis.location?.href;
+  const resolved = new URL(url, base);
+  if (resolved.protocol === "http:") resolved.protocol = "ws:";
+  else if (resolved.protocol === "https:") resolved.protocol = "wss:";
+  return resolved.href;
+}
+
+/** Connect to `url` (`ws://host:port/ws`, or "/ws" in a page); reconnects on its own until `close()`. */
 export function connect(url, options = {}) {
-  return new Client(url, options);
+  return new Client(resolveUrl(url), options);
 }
