@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import cast
 
 __all__ = ["TcpProxy"]
 
@@ -27,8 +28,8 @@ class _Side(asyncio.Protocol):
         self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
@@ -39,6 +40,13 @@ class _Side(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.link.abort()
+
+
+class _Refuse(asyncio.Protocol):
+    """Accept, then drop at once: the handshake fails as against a dead server."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).abort()
 
 
 class _Link:
@@ -97,10 +105,7 @@ class TcpProxy:
         self.accepted += 1
         link = _Link(self)
         if self._refusing:
-            # Accept, then drop at once: the handshake fails like against a dead server.
-            loop = asyncio.get_running_loop()
-            loop.call_soon(link.abort)
-            return link.client
+            return _Refuse()
         self.links.add(link)
         task = asyncio.get_running_loop().create_task(link.open(self.target_port))
         self._tasks.add(task)
