@@ -238,24 +238,34 @@ class Client:
         state.subscriptions.append(sub)
         return sub
 
-    async def publish(self, channel: str, data: Any) -> int:
-        """Publish; returns the seq the server assigned (raises ServerError on an error reply)."""
+    def publish(self, channel: str, data: Any) -> asyncio.Future[int]:
+        """Publish `data`; await the result for the seq the server assigned.
+
+        The publish is queued at the call, so publishes go out in the order of
+        the calls even when they are awaited later. The future fails with
+        ServerError on an error reply, ConnectionLost if the connection dropped
+        before the ack (it may or may not have been applied), QueueFull or
+        ClientClosed.
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if self.closed:
-            raise ClientClosed("broadcaster: the client is closed")
+            future.set_exception(ClientClosed("broadcaster: the client is closed"))
+            return future
         op_id = f"p{next(self._ids)}"
         try:
             frame = orjson.dumps(
                 {"op": "publish", "channel": channel, "data": data, "id": op_id}
             ).decode()
         except TypeError as exc:
-            raise ClientError(f"data is not JSON: {exc}", code="invalid_message") from exc
+            future.set_exception(ClientError(f"data is not JSON: {exc}", code="invalid_message"))
+            return future
         if len(self.held) >= self.max_queued:
-            raise QueueFull(f"broadcaster: {len(self.held)} publishes already queued")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            future.set_exception(QueueFull(f"broadcaster: {len(self.held)} publishes queued"))
+            return future
         self.held.append(PendingPublish(op_id, frame, future))
         if self.session is not None:
             self.session.wake()
-        return await future
+        return future
 
     def next_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_long_backoff_never_comes_back_sooner_than_half_or_retry_after() -> None
         ({"long_delay": -1.0}, "long_delay"),
     ],
 )
-def test_nonsense_settings_are_refused(kwargs: dict[str, float], problem: str) -> None:
+def test_nonsense_settings_are_refused(kwargs: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         Backoff(**kwargs)
 

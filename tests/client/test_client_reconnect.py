@@ -11,11 +11,10 @@ import pytest
 
 from broadcaster.client import connect
 from tests.conftest import StartServer
-from tests.support.client_events import Recorder, take
+from tests.support.client_events import Recorder, quick_client, take
 from tests.support.proxy import TcpProxy
-from tests.support.servers import TEST_SERVER_TOML, free_port, wait_until
+from tests.support.servers import TEST_SERVER_TOML, free_port
 
-FAST = {"min_delay": 0.01, "max_delay": 0.1, "ping_interval": 0}
 HISTORY = """
 [channels."hist"]
 history_size = 100
@@ -43,10 +42,11 @@ async def test_server_restart_backoff_growth_jitter_and_resubscribe(serve: Start
         drawn.append(rng.random())
         return drawn[-1]
 
-    options = {"min_delay": 0.005, "max_delay": 0.04, "factor": 2.0, "ping_interval": 0}
     async with (
-        connect(server.url, random=jitter, **options) as sub,
-        connect(server.url, **FAST) as pub,
+        connect(
+            server.url, min_delay=0.005, max_delay=0.04, factor=2.0, ping_interval=0, random=jitter
+        ) as sub,
+        quick_client(server.url) as pub,
     ):
         events = Recorder(sub)
         ticks = sub.subscribe("ticks")
@@ -58,8 +58,8 @@ async def test_server_restart_backoff_growth_jitter_and_resubscribe(serve: Start
         down = await events.wait("disconnected")
         assert (down.code, down.reason, down.will_reconnect) == (1001, "server shutting down", True)
         await events.until(lambda: len(events["reconnecting"]) >= 6, what="six attempts")
-        held = asyncio.create_task(pub.publish("ticks", "while down"))
-        await wait_until(lambda: pub.queued == 1, what="the publish to be held")
+        held = pub.publish("ticks", "while down")
+        assert pub.queued == 1, "a publish made while disconnected is held"
 
         await serve("", server_toml)
         again = await events.wait("subscribed", after=1)
@@ -91,7 +91,7 @@ async def test_cut_link_recovers_from_history_and_reports_exact_gap_without(
     server = await serve(HISTORY)
     link = await TcpProxy(server.port).start()
     proxies.append(link)
-    async with connect(link.url, **FAST) as sub, connect(server.url, **FAST) as pub:
+    async with quick_client(link.url) as sub, quick_client(server.url) as pub:
         events = Recorder(sub)
         hist = sub.subscribe("hist")
         plain = sub.subscribe("plain")
@@ -127,8 +127,7 @@ async def test_dead_link_is_found_by_the_heartbeat_and_replaced(
     server = await serve()
     link = await TcpProxy(server.port).start()
     proxies.append(link)
-    options = {**FAST, "ping_interval": 0.03, "ping_timeout": 0.06}
-    async with connect(link.url, **options) as sub:
+    async with quick_client(link.url, ping_interval=0.03, ping_timeout=0.06) as sub:
         events = Recorder(sub)
         link.freeze()
         down = await events.wait("disconnected")

@@ -6,18 +6,16 @@ import asyncio
 
 import pytest
 
-from broadcaster.client import ClientClosed, ConnectFailed, ServerError, connect
+from broadcaster.client import ClientClosed, ConnectFailed, ServerError
 from tests.conftest import StartServer
-from tests.support.client_events import Recorder, take
+from tests.support.client_events import Recorder, quick_client, take
 from tests.support.servers import TEST_SERVER_TOML, free_port, wait_until
-
-FAST = {"min_delay": 0.01, "max_delay": 0.1, "ping_interval": 0}
 
 
 async def test_subscribe_and_publish_round_trip(serve: StartServer) -> None:
     """Messages arrive with data, seq and channel; publish returns the server's seq."""
     server = await serve()
-    async with connect(server.url, **FAST) as sub, connect(server.url, **FAST) as pub:
+    async with quick_client(server.url) as sub, quick_client(server.url) as pub:
         events = Recorder(sub)
         news = sub.subscribe("news")
         reply = await events.wait("subscribed")
@@ -32,7 +30,7 @@ async def test_subscribe_and_publish_round_trip(serve: StartServer) -> None:
 async def test_async_for_and_break_unsubscribes(serve: StartServer) -> None:
     """`async for` yields messages; leaving the loop releases the subscription."""
     server = await serve()
-    async with connect(server.url, **FAST) as sub, connect(server.url, **FAST) as pub:
+    async with quick_client(server.url) as sub, quick_client(server.url) as pub:
         events = Recorder(sub)
         stream = sub.subscribe("loop")
         await events.wait("subscribed")
@@ -53,7 +51,7 @@ async def test_async_for_and_break_unsubscribes(serve: StartServer) -> None:
 
 async def test_error_reply_raises_server_error_with_code(serve: StartServer) -> None:
     server = await serve()
-    async with connect(server.url, **FAST) as pub:
+    async with quick_client(server.url) as pub:
         with pytest.raises(ServerError) as raised:
             await pub.publish("$sys.stats", 1)
         assert raised.value.code == "forbidden"
@@ -64,7 +62,7 @@ async def test_refused_subscription_ends_its_iterator_with_the_error(
 ) -> None:
     strict = TEST_SERVER_TOML + "strict_channels = true\n"
     server = await serve('[channels."known"]\n', strict)
-    async with connect(server.url, **FAST) as sub:
+    async with quick_client(server.url) as sub:
         errors: list[Exception] = []
         sub.on("error", errors.append)
         stream = sub.subscribe("unknown")
@@ -79,7 +77,7 @@ async def test_two_iterators_on_one_channel_share_one_server_subscription(
     serve: StartServer,
 ) -> None:
     server = await serve()
-    async with connect(server.url, **FAST) as sub, connect(server.url, **FAST) as pub:
+    async with quick_client(server.url) as sub, quick_client(server.url) as pub:
         events = Recorder(sub)
         first = sub.subscribe("shared")
         second = sub.subscribe("shared")
@@ -96,7 +94,7 @@ async def test_two_iterators_on_one_channel_share_one_server_subscription(
 async def test_close_is_final(serve: StartServer) -> None:
     """close(): code 1000, no reconnect, iterators end, publishes raise `closed`."""
     server = await serve()
-    client = connect(server.url, **FAST)
+    client = quick_client(server.url)
     await client.start()
     events = Recorder(client)
     stream = client.subscribe("x")
@@ -112,5 +110,5 @@ async def test_close_is_final(serve: StartServer) -> None:
 
 async def test_first_connection_failure_raises_connect_failed() -> None:
     with pytest.raises(ConnectFailed, match="cannot connect"):
-        async with connect(f"ws://127.0.0.1:{free_port()}/ws", **FAST):
+        async with quick_client(f"ws://127.0.0.1:{free_port()}/ws"):
             pass

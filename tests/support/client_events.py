@@ -1,4 +1,4 @@
-"""Record a `broadcaster.client.Client`'s events and wait on them (bounded, no sleeps)."""
+"""The Python client in tests: quick reconnects, recorded events, bounded waits (no sleeps)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from broadcaster.client import Client, Message, Subscription
+from broadcaster.client import Client, Message, Subscription, connect
 
-__all__ = ["Recorder", "take"]
+__all__ = ["Recorder", "quick_client", "take"]
 
 EVENTS = ("connected", "disconnected", "reconnecting", "subscribed", "pause", "resume", "gap")
 
@@ -70,3 +70,10 @@ class Recorder:
 async def take(sub: Subscription, count: int, timeout: float = 10.0) -> list[Message]:
     """The next `count` messages of `sub`."""
     return [await asyncio.wait_for(sub.get(), timeout) for _ in range(count)]
+
+
+def quick_client(url: str, **options: Any) -> Client:
+    """A client that retries within a tenth of a second and pings only when asked to."""
+    settings: dict[str, Any] = {"min_delay": 0.01, "max_delay": 0.1, "ping_interval": 0}
+    settings.update(options)
+    return connect(url, **settings)
