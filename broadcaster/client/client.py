@@ -157,6 +157,11 @@ class Client:
         task, self._run_task = self._run_task, None
         session = self.session
         if session is not None:
+            closed = ClientClosed("broadcaster: the client was closed")
+            for item in session.pending.values():
+                if not item.future.done():
+                    item.future.set_exception(closed)
+            session.pending.clear()
             await session.close()
         elif task is not None:
             task.cancel()  # sleeping between attempts, or in the middle of one

@@ -455,7 +455,12 @@ export class Client {
     const p = msg.id === undefined ? undefined : this._pending.get(msg.id);
     if (p) this._pending.delete(msg.id);
     if (p?.kind === "publish") return p.reject(err);
-    if (p?.kind === "subscribe") err.channel = p.channel;
+    if (p?.kind === "subscribe") {
+      // The server refused the subscription: forget it (its handlers get nothing more).
+      err.channel = p.channel;
+      const entry = this._channels.get(p.channel);
+      if (entry && entry.subId === msg.id) this._channels.delete(p.channel);
+    }
     this._report(err);
   }
 

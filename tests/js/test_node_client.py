@@ -32,6 +32,8 @@ def node_command(*args: str) -> list[str]:
         [NODE, "--version"], capture_output=True, text=True, check=True, timeout=30
     ).stdout
     major = int(version.lstrip("v").split(".")[0])
+    if major < 20:
+        pytest.fail(f"the browser client's tests need Node 20 or later, found {version.strip()}")
     flags = ["--experimental-websocket"] if major < 22 else []
     return [NODE, *flags, *args]
 
