@@ -114,8 +114,9 @@ async def sub(url: str, channels: list[str], *, out: TextIO, err: TextIO) -> int
                 for task in tasks:
                     task.cancel()
             for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
     except (ConnectFailed, ClientClosed) as exc:
         _say(err, f"broadcaster sub: {exc}")
         return EXIT_FAILURE
