@@ -52,7 +52,6 @@ async def test_consumer_that_falls_behind_gets_gaps_with_the_exact_missed_count(
         for _ in range(MAX_BATCHES):
             for _ in range(BATCH):
                 total = await server.publish("oldest", {"pad": PAD})
-            await asyncio.sleep(0)  # let the sockets move between batches
             if dropped(server, "oldest"):
                 break
         assert dropped(server, "oldest"), "the stalled client's queue overflowed"
@@ -88,9 +87,12 @@ async def test_publisher_on_a_blocked_channel_holds_publishes_and_loses_none(
         def publish() -> None:
             acks.append(pub.publish("orders", {"n": len(acks), "pad": PAD}))
 
+        paused: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
         def on_pause(pause: Pause) -> None:
             # While the server has this publisher paused, new publishes stay in the client.
             if pause.reason == "channel blocked" and not held_at_pause:
+                paused.set_result(0)
                 before = pub.queued
                 for _ in range(20):
                     publish()
@@ -100,8 +102,9 @@ async def test_publisher_on_a_blocked_channel_holds_publishes_and_loses_none(
         for _ in range(MAX_BATCHES):
             for _ in range(BATCH):
                 publish()
-            await asyncio.wait([acks[-1]], timeout=0.5)
-            if events["pause"]:
+            # Either this batch went through, or the server paused us on the way.
+            await asyncio.wait([acks[-1], paused], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            if paused.done():
                 break
         pause = await events.wait("pause")
         assert (pause.channel, pause.reason) == ("orders", "channel blocked")
