@@ -1,7 +1,8 @@
-"""The `broadcaster` command: `serve` runs the server.
+"""The `broadcaster` command: `serve` runs the server; `sub` and `pub` talk to one.
 
 A mistake in the user's config or flags prints one paragraph and exits 2;
-tracebacks are for bugs only.
+a server that cannot be reached prints one line and exits 1; tracebacks are
+for bugs only.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
+
+from broadcaster.client import commands as client
 from broadcaster.config import load_config, source_from_flag
 from broadcaster.errors import ConfigError
 from broadcaster.server.app import Broadcaster
@@ -22,16 +26,17 @@ __all__ = ["main", "run"]
 
 EXIT_USAGE = 2
 
+T = TypeVar("T")
 
-def run(coro: Coroutine[Any, Any, None]) -> None:
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on uvloop when it is installed, on the standard loop otherwise."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(coro)
-        return
+        return asyncio.run(coro)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
+        return runner.run(coro)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,6 +64,60 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"broadcaster: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _sub(args: argparse.Namespace) -> int:
+    try:
+        return run(client.sub(args.url, args.channels, out=sys.stdout, err=sys.stderr))
+    except KeyboardInterrupt:  # Ctrl-C is how `sub` is meant to end
+        return 0
+    except BrokenPipeError:  # `broadcaster sub ... | head`
+        return 0
+
+
+def _pub(args: argparse.Namespace) -> int:
+    if args.stdin == (args.json is not None):
+        print("broadcaster pub: give either a JSON argument or --stdin", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.stdin:
+            readline = sys.stdin.buffer.readline
+            return run(
+                client.pub_lines(args.url, args.channel, readline, out=sys.stdout, err=sys.stderr)
+            )
+        try:
+            data = orjson.loads(args.json)
+        except orjson.JSONDecodeError as exc:
+            print(f"broadcaster pub: invalid JSON: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return run(client.pub(args.url, args.channel, data, out=sys.stdout, err=sys.stderr))
+    except KeyboardInterrupt:
+        return 1
+
+
+def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    url_help = f"server WebSocket URL (env BROADCASTER_URL; default {client.DEFAULT_URL})"
+    sub = commands.add_parser(
+        "sub",
+        help="print the messages of channels as they come (until Ctrl-C)",
+        description="Print CHANNEL #SEQ DATA lines on stdout; pauses, resumes, gaps and "
+        "reconnects as '# ...' lines on stderr. Reconnects on its own.",
+    )
+    sub.add_argument("--url", default=client.default_url(), help=url_help)
+    sub.add_argument("channels", nargs="+", metavar="CHANNEL")
+    sub.set_defaults(func=_sub)
+    pub = commands.add_parser(
+        "pub",
+        help="publish a JSON message (or one per line of stdin) and print its seq",
+        description="Publish JSON to CHANNEL and print the seq the server assigned. "
+        "With --stdin, one JSON value per line: bad lines are reported with their line "
+        "number and skipped; exit 2 if any line was bad. A paused publisher waits.",
+    )
+    pub.add_argument("--url", default=client.default_url(), help=url_help)
+    pub.add_argument("--stdin", action="store_true", help="publish one JSON value per line")
+    pub.add_argument("channel", metavar="CHANNEL")
+    pub.add_argument("json", nargs="?", metavar="JSON", help="the message, e.g. '{\"a\": 1}'")
+    pub.set_defaults(func=_pub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file:PATH:CHANNEL (JSON lines from a file); may be repeated",
     )
     serve.set_defaults(func=_serve)
+    _add_client_commands(commands)
     return parser
 
 

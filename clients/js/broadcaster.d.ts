@@ -1,0 +1,180 @@
+// Type declarations for broadcaster.js (the browser and Node 20+ client).
+
+/** Options of `connect`; delays are in milliseconds. */
+export interface ConnectOptions {
+  /** Smallest jitter window of the reconnect backoff (default 500). */
+  minDelay?: number;
+  /** Largest jitter window of the reconnect backoff (default 20000). */
+  maxDelay?: number;
+  /** Growth of the window per failed attempt (default 2). */
+  factor?: number;
+  /** After close 4008, 1013 or 4029: wait between longDelay/2 and longDelay (default 30000). */
+  longDelay?: number;
+  /** Send a `ping` op this often; 0 turns the heartbeat off (default 25000). */
+  pingInterval?: number;
+  /** No frame within this long after a ping: the connection is dead (default 10000). */
+  pingTimeout?: number;
+  /** Most publishes held while disconnected or paused; more are rejected with code "queue_full" (default 1000). */
+  maxQueued?: number;
+  /** A WebSocket constructor; defaults to globalThis.WebSocket. */
+  WebSocket?: new (url: string) => WebSocket;
+  /** A random source in [0, 1) for the jitter (default Math.random); inject it to test. */
+  random?: () => number;
+}
+
+/** Options of `subscribe`. */
+export interface SubscribeOptions {
+  /** Resume after this seq (the server replays what it still has, see PROTOCOL.md "Recovery"). */
+  since?: number;
+  /** The epoch `since` belongs to. */
+  epoch?: string;
+  /** Ask the server for at most this many messages per second. */
+  maxRate?: number;
+}
+
+/** What comes with every message. */
+export interface MessageMeta {
+  seq: number;
+  channel: string;
+  /** True on the snapshot of a conflate channel sent right after subscribing. */
+  snapshot?: true;
+}
+
+export interface ConnectedEvent {
+  url: string;
+  /** False on the first connection, true on every reconnection. */
+  reconnect: boolean;
+}
+
+export interface DisconnectedEvent {
+  code: number;
+  reason: string;
+  willReconnect: boolean;
+}
+
+export interface ReconnectingEvent {
+  /** 0 for the first retry after a connection was open. */
+  attempt: number;
+  /** "normal" (exponential, full jitter) or "long" (after 4008, 1013, 4029). */
+  kind: "normal" | "long";
+  /** Milliseconds until the next attempt. */
+  delay: number;
+  /** The close code that led here (1006 when the connection failed or died). */
+  code: number;
+}
+
+/** The server confirmed a subscription (again after every reconnect). */
+export interface SubscribedEvent {
+  channel: string;
+  /** The channel's last seq: live messages follow from seq + 1. */
+  seq: number;
+  epoch: string;
+  strategy: string;
+  /** Present when the subscribe carried `since`: whether the missed messages follow. */
+  recovered?: boolean;
+  /** With recovered false: the oldest seq the server still had. */
+  oldestSeq?: number;
+}
+
+export interface PauseEvent {
+  channel: string;
+  depth: number;
+  limit: number;
+  /** "buffer full" (we read too slowly) or "channel blocked" (our publishes are held). */
+  reason: string;
+}
+
+export interface ResumeEvent {
+  channel: string;
+  /** Messages of the channel dropped for us since the pause. */
+  dropped: number;
+}
+
+export interface GapEvent {
+  channel: string;
+  /** Exactly how many messages were missed: seqs from..to. */
+  missed: number;
+  from: number;
+  to: number;
+}
+
+/** An `error` reply or a client-side failure: `code` is a PROTOCOL.md error code, or
+ * "disconnected", "closed", "queue_full" from the client. */
+export interface BroadcasterError extends Error {
+  code: string;
+  /** Seconds, for rate_limited and unavailable. */
+  retryAfter?: number;
+  /** Set when a subscribe was refused. */
+  channel?: string;
+}
+
+export interface ClientEvents {
+  connected: ConnectedEvent;
+  disconnected: DisconnectedEvent;
+  reconnecting: ReconnectingEvent;
+  subscribed: SubscribedEvent;
+  pause: PauseEvent;
+  resume: ResumeEvent;
+  gap: GapEvent;
+  error: BroadcasterError;
+}
+
+export declare class Client {
+  constructor(url: string, options?: ConnectOptions);
+  readonly url: string;
+  /** True while a connection is open. */
+  readonly connected: boolean;
+  /** Publishes waiting to be sent (disconnected, or paused by a blocked channel). */
+  readonly queued: number;
+  /** Listen to an event; returns a function that removes the listener. */
+  on<E extends keyof ClientEvents>(event: E, handler: (payload: ClientEvents[E]) => void): () => void;
+  /** Receive a channel's messages; returns the unsubscribe function. */
+  subscribe<T = unknown>(
+    channel: string,
+    handler: (data: T, meta: MessageMeta) => void,
+    options?: SubscribeOptions,
+  ): () => void;
+  /** Publish; resolves with the seq the server assigned, rejects with a BroadcasterError. */
+  publish(channel: string, data: unknown): Promise<number>;
+  /** Close for good (code 1000); resolves when the socket is closed. */
+  close(): Promise<void>;
+}
+
+/** Connect to `url` (ws://host:port/ws, or "/ws" in a page); reconnects on its own until close(). */
+export declare function connect(url: string, options?: ConnectOptions): Client;
+
+/** `url` as a ws:// or wss:// URL, resolved against the page's location when there is one. */
+export declare function resolveUrl(url: string): string;
+
+export declare const CLOSE_POLICY: Readonly<Record<number, "none" | "normal" | "long">>;
+export declare function closePolicy(code: number): "none" | "normal" | "long";
+export declare const DEFAULTS: Readonly<Required<Omit<ConnectOptions, "WebSocket" | "random">>>;
+
+export interface BackoffStep {
+  attempt: number;
+  kind: "normal" | "long";
+  delay: number;
+}
+
+/** The reconnect delay policy (pure; deterministic with an injected random source). */
+export declare class Backoff {
+  constructor(options?: ConnectOptions, random?: () => number);
+  attempt: number;
+  cap(attempt: number): number;
+  next(kind?: "normal" | "long", retryAfter?: number | null): BackoffStep;
+  reset(): void;
+}
+
+/** Per-channel seq bookkeeping behind `gap` events. */
+export declare class SeqTracker {
+  constructor(since?: number | null, epoch?: string | null);
+  seq: number | null;
+  epoch: string | null;
+  conflate: boolean;
+  resumeFrom(): { since: number; epoch: string | null } | null;
+  subscribed(
+    reply: { channel: string; seq: number; epoch: string; strategy?: string; recovered?: boolean },
+    since: number | null,
+  ): GapEvent | null;
+  message(channel: string, seq: number, snapshot?: boolean): { deliver: boolean; gap: GapEvent | null };
+}

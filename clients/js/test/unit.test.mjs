@@ -1,0 +1,103 @@
+// Pure parts of the client: backoff policy, close-code decisions, gap accounting.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { Backoff, CLOSE_POLICY, SeqTracker, closePolicy } from "../broadcaster.js";
+
+/** A deterministic random source that also records what it returned. */
+function sequence(values) {
+  const given = [];
+  let i = 0;
+  const random = () => {
+    const r = values[i++ % values.length];
+    given.push(r);
+    return r;
+  };
+  return { random, given };
+}
+
+test("normal backoff: full jitter over a window that doubles up to the cap", () => {
+  const { random } = sequence([0.5, 0.999, 0, 0.25]);
+  const backoff = new Backoff({ minDelay: 100, maxDelay: 1000, factor: 2 }, random);
+  const steps = Array.from({ length: 8 }, () => backoff.next());
+  assert.deepEqual(
+    steps.map((s) => s.attempt),
+    [0, 1, 2, 3, 4, 5, 6, 7],
+  );
+  const caps = steps.map((s) => backoff.cap(s.attempt));
+  assert.deepEqual(caps, [100, 200, 400, 800, 1000, 1000, 1000, 1000]);
+  assert.deepEqual(
+    steps.map((s) => s.delay),
+    [50, 199.8, 0, 200, 500, 999, 0, 250],
+  );
+  backoff.reset();
+  assert.equal(backoff.next().attempt, 0, "a connection that opened resets the window");
+});
+
+test("long backoff: never sooner than half of longDelay, or than Retry-After", () => {
+  const { random } = sequence([0, 0.999]);
+  const backoff = new Backoff({ minDelay: 1, longDelay: 30000 }, random);
+  const a = backoff.next("long");
+  const b = backoff.next("long");
+  assert.equal(a.kind, "long");
+  assert.equal(a.delay, 15000);
+  assert.ok(b.delay >= 15000 && b.delay < 30000);
+  const c = backoff.next("long", 60000);
+  assert.equal(c.delay, 60000, "Retry-After is the floor");
+  assert.equal(backoff.next().attempt, 3, "long waits count as attempts: the window keeps growing");
+});
+
+test("close codes: no reconnect after 1000 and 1008, long after 4008 1013 4029", () => {
+  assert.equal(closePolicy(1000), "none");
+  assert.equal(closePolicy(1008), "none");
+  for (const code of [4008, 1013, 4029]) assert.equal(closePolicy(code), "long");
+  for (const code of [1001, 1006, 1009, 1011, 4000]) assert.equal(closePolicy(code), "normal");
+  assert.ok(Object.isFrozen(CLOSE_POLICY));
+});
+
+test("gap accounting: exact missed counts, duplicates dropped, new epoch forgets", () => {
+  const t = new SeqTracker();
+  assert.equal(t.resumeFrom(), null);
+  assert.equal(t.subscribed({ channel: "c", seq: 10, epoch: "e1", strategy: "drop-oldest" }, null), null);
+  assert.deepEqual(t.message("c", 11), { deliver: true, gap: null });
+  assert.deepEqual(t.message("c", 15), { deliver: true, gap: { channel: "c", missed: 3, from: 12, to: 14 } });
+  assert.deepEqual(t.message("c", 15), { deliver: false, gap: null }, "a duplicate is not delivered");
+  assert.deepEqual(t.resumeFrom(), { since: 15, epoch: "e1" });
+
+  // Resubscribe, same epoch, history reached back: nothing missed, replay follows.
+  assert.equal(t.subscribed({ channel: "c", seq: 20, epoch: "e1", recovered: true }, 15), null);
+  assert.deepEqual(t.message("c", 16), { deliver: true, gap: null });
+  // Same epoch, history did not reach back: the whole stretch is one gap.
+  assert.deepEqual(t.subscribed({ channel: "c", seq: 30, epoch: "e1", recovered: false }, 16), {
+    channel: "c",
+    missed: 14,
+    from: 17,
+    to: 30,
+  });
+  // A new epoch (restarted server): seq starts again, no false gap.
+  assert.equal(t.subscribed({ channel: "c", seq: 2, epoch: "e2", recovered: false }, 30), null);
+  assert.deepEqual(t.message("c", 3), { deliver: true, gap: null });
+});
+
+test("gap accounting: conflate channels skip channel-wide detection; snapshots pass", () => {
+  const t = new SeqTracker();
+  t.subscribed({ channel: "t", seq: 5, epoch: "e", strategy: "conflate" }, null);
+  assert.deepEqual(t.message("t", 3, true), { deliver: true, gap: null });
+  assert.deepEqual(t.message("t", 9), { deliver: true, gap: null });
+  assert.deepEqual(t.message("t", 7), { deliver: true, gap: null }, "seqs only grow per key");
+  assert.equal(t.seq, 9);
+});
+
+test("a subscription can start from a known seq", () => {
+  const t = new SeqTracker(7, "e");
+  assert.deepEqual(t.resumeFrom(), { since: 7, epoch: "e" });
+  const noEpoch = new SeqTracker(7);
+  assert.deepEqual(noEpoch.resumeFrom(), { since: 7, epoch: null });
+  assert.deepEqual(noEpoch.subscribed({ channel: "c", seq: 9, epoch: "x", recovered: false }, 7), {
+    channel: "c",
+    missed: 2,
+    from: 8,
+    to: 9,
+  });
+});
