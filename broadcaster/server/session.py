@@ -22,6 +22,7 @@ from broadcaster.core.channel import Channel
 from broadcaster.core.ops import Auth, Ping, Publish, Rejected, Subscribe, Unsubscribe, parse_op
 from broadcaster.core.outbox import Outbox
 from broadcaster.errors import PublishError
+from broadcaster.server.system import SYSTEM_PREFIX
 from broadcaster.server.websocket import BroadcasterConnection
 
 if TYPE_CHECKING:
@@ -31,12 +32,13 @@ __all__ = ["ClientSession"]
 
 logger = logging.getLogger("broadcaster.session")
 
-SYSTEM_PREFIX = "$sys."
 # More than this many abuse errors within the window closes the connection (1008).
 ABUSE_LIMIT = 10
 ABUSE_WINDOW = 10.0
 # Stop reading a client's ops while this many reply bytes wait in its transport.
 REPLY_BACKLOG_LIMIT = 256 * 1024
+# Publish errors that are refusals (broadcaster_refusals_total{reason=code}).
+_REFUSED_PUBLISH_CODES = frozenset({ErrorCode.UNKNOWN_CHANNEL, ErrorCode.FORBIDDEN})
 
 
 class ClientSession:
@@ -78,7 +80,13 @@ class ClientSession:
             transport = self._transport
             transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
             outbox.written(transport.get_write_buffer_size())
+            sampled = outbox.sample_channel
+            if sampled is not None:
+                # One data batch in SAMPLE_EVERY carries a latency sample (core/outbox.py).
+                outbox.sample_channel = None
+                sampled.counters.latency.observe(self.loop.time() - outbox.sample_created)
         else:
+            outbox.sample_channel = None
             outbox.written(0)
 
     def transport_drained(self) -> None:
@@ -104,8 +112,9 @@ class ClientSession:
                     continue
                 frame = await ws.recv()
                 await self.handle(frame)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.app.metrics.refused("message_size")
         except asyncio.CancelledError:
             if not self.closing:
                 raise
@@ -137,6 +146,7 @@ class ClientSession:
             while abuse and abuse[0] < now - ABUSE_WINDOW:
                 abuse.popleft()
             if len(abuse) > ABUSE_LIMIT:
+                self.app.metrics.refused("abuse")
                 self.close(
                     CloseCode.POLICY_VIOLATION,
                     f"protocol abuse: more than {ABUSE_LIMIT} invalid frames in {ABUSE_WINDOW:g} s",
@@ -144,6 +154,7 @@ class ClientSession:
 
     async def _publish(self, op: Publish) -> None:
         if op.channel.startswith(SYSTEM_PREFIX):
+            self.app.metrics.refused("forbidden")
             self.send(
                 events.error(
                     ErrorCode.FORBIDDEN,
@@ -155,6 +166,8 @@ class ClientSession:
         try:
             seq = await self.app.publish(op.channel, op.data, publisher=self)
         except PublishError as exc:
+            if exc.code in _REFUSED_PUBLISH_CODES:
+                self.app.metrics.refused(exc.code)
             extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
             self.send(events.error(exc.code, str(exc), op.id, **extra))
             return
@@ -170,6 +183,7 @@ class ClientSession:
             return
         channel = self.app.hub.channel(name)
         if channel is None:
+            self.app.metrics.refused("unknown_channel")
             self.send(events.error(ErrorCode.UNKNOWN_CHANNEL, _unknown(name), op.id))
             return
         recovery = None
