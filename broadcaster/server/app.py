@@ -136,7 +136,7 @@ class Broadcaster:
         await self.broker.start()
         self.http = HttpEndpoints(self)
         self.http.add_route("/metrics", self._metrics_page)
-        self.monitor = Monitor(self)
+        self.monitor = Monitor(self, interval=cfg.server.stats_interval)
         self.sources = SourceRunner(self.publish)
         sources = [(build_source(sc, cfg.source), sc.kind) for sc in cfg.sources]
         self._server = await serve(

@@ -7,8 +7,9 @@ and, only while `$sys.stats` has subscribers, publishes the /stats document
 (the `top` worst connections plus aggregates) there. Nobody watching costs
 one dictionary lookup per tick.
 
-The interval is below one second so that subscribers get a document at
-least once a second even when a tick runs a little late.
+The interval (`[server] stats_interval`, 0.5 s by default) is below one
+second so that subscribers get a document at least once a second even when
+a tick runs a little late.
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ class ClientSession:
         self._drained: asyncio.Future[None] | None = None
         self._run_task: asyncio.Task[object] | None = None
         self._blocked_on: set[str] = set()
+        self._lost = False
 
     # --- writing -----------------------------------------------------------
 
@@ -112,9 +113,8 @@ class ClientSession:
                     continue
                 frame = await ws.recv()
                 await self.handle(frame)
-        except ConnectionClosed as exc:
-            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                self.app.metrics.refused("message_size")
+        except ConnectionClosed:
+            pass
         except asyncio.CancelledError:
             if not self.closing:
                 raise
@@ -281,6 +281,12 @@ class ClientSession:
 
     def connection_lost(self) -> None:
         """The TCP connection is gone: free what it held (idempotent)."""
+        if not self._lost:
+            self._lost = True
+            # websockets itself closes with 1009 on an oversized frame: count it here.
+            sent = self.ws.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.app.metrics.refused("message_size")
         if self._abort_handle is not None:
             self._abort_handle.cancel()
             self._abort_handle = None
