@@ -74,30 +74,36 @@ def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth"
     """
     _check(top, sort)
     now = app.loop.time()
+    sessions = list(app.sessions.values())
+    # One tight pass over every connection (a few integer reads per
+    # subscription): the depth histogram, the paused count, and the depths.
     histogram = [0] * (len(DEPTH_BOUNDS) + 1)
     paused = 0
-    scored: list[tuple[float, int, ClientSession]] = []
-    for order, session in enumerate(app.sessions.values()):
-        depth = dropped = 0
-        is_paused = False
+    depths: list[int] = []
+    append = depths.append
+    for session in sessions:
+        depth = 0
+        is_paused = 0
         for sub in session.outbox.subscriptions.values():
             depth += len(sub.items) + sub.in_transport
-            dropped += sub.dropped
-            is_paused = is_paused or sub.flow.paused
+            if sub.flow.paused:
+                is_paused = 1
         histogram[bisect_left(DEPTH_BOUNDS, depth)] += 1
         paused += is_paused
-        key = (
-            depth
-            if sort == "depth"
-            else dropped
-            if sort == "dropped"
-            else now - session.connected_mono
-        )
-        scored.append((key, -order, session))
-    if top is None:
-        chosen = sorted(scored, key=_rank, reverse=True)
+        append(depth)
+    keys: list[float] | list[int]
+    if sort == "depth":
+        keys = depths
+    elif sort == "dropped":
+        keys = [sum(sub.dropped for sub in s.outbox.subscriptions.values()) for s in sessions]
     else:
-        chosen = heapq.nlargest(top, scored, key=_rank)
+        keys = [now - s.connected_mono for s in sessions]
+    # Worst first; ties keep connection order (both sorts below are stable that way).
+    if top is None:
+        order = sorted(range(len(sessions)), key=keys.__getitem__, reverse=True)
+    else:
+        order = heapq.nlargest(top, range(len(sessions)), key=keys.__getitem__)
+    chosen = [sessions[i] for i in order]
     channels = {}
     for name, channel in app.hub.channels.items():
         entry = asdict(channel_stats(channel))
@@ -115,15 +121,15 @@ def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth"
         "server": {
             "started_at": app.started_at,
             "uptime": round(now - app.started_mono, 3),
-            "connections": len(scored),
+            "connections": len(sessions),
             "loop_lag": round(app.monitor.loop_lag, 6),
             "broker": asdict(app.broker.status()),
             "epoch": app.hub.epoch,
         },
         "sort": sort,
-        "connections": [connection_entry(s, now) for _, _, s in chosen],
+        "connections": [connection_entry(s, now) for s in chosen],
         "summary": {
-            "connections": len(scored),
+            "connections": len(sessions),
             "shown": len(chosen),
             "paused": paused,
             "behind": len({sub.outbox.id for sub in app.hub.behind}),
@@ -134,7 +140,3 @@ def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth"
         "totals": totals,
         "sources": [asdict(state) for state in app.sources.states],
     }
-
-
-def _rank(item: tuple[float, int, ClientSession]) -> tuple[float, int]:
-    return item[0], item[1]
