@@ -17,7 +17,7 @@ CONFIG = """
 [channels."slow"]
 strategy = "drop-oldest"
 queue_size = 32
-slow_consumer_timeout = 1.0
+slow_consumer_timeout = 1.5
 
 [sources.demo_ticker]
 channel = "tickers.demo"

@@ -9,6 +9,7 @@ from broadcaster.core.histogram import Buckets
 from broadcaster.core.message import Message
 from broadcaster.core.outbox import SAMPLE_EVERY, Outbox
 from broadcaster.core.policy import ChannelPolicy
+from broadcaster.core.stats import subscription_stats
 from broadcaster.core.subscription import Subscription
 from broadcaster.server.rates import RateWindow
 
@@ -85,3 +86,16 @@ def test_rate_window_measures_counter_growth_over_the_window() -> None:
     assert rates.delivered == 4.0
     assert rates.dropped == 0.0
     assert window.rates("unknown").published == 0
+
+
+def test_subscription_stats_report_lag_of_the_oldest_queued_message() -> None:
+    """`lag`: how long the oldest message still queued has waited since its publish."""
+    channel, outbox = _channel_with_subscriber()
+    sub = outbox.subscriptions["c"]
+    assert subscription_stats(sub, now=5.0).lag == 0.0
+    channel.fan_out(_message(1, created=1.0))
+    channel.fan_out(_message(2, created=2.0))
+    stats = subscription_stats(sub, now=3.5)
+    assert stats.lag == 2.5
+    assert stats.depth == 2
+    assert stats.bytes_queued == 4
