@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from broadcaster.server.app import Broadcaster
@@ -10,7 +11,7 @@ from broadcaster.server.session import ClientSession
 from broadcaster.server.system import STATS_CHANNEL
 from tests.conftest import ConnectRaw, StartServer
 from tests.support.clients import open_client
-from tests.support.http import http_get_json
+from tests.support.http import http_get, http_get_json
 from tests.support.raw_client import RawClient
 from tests.support.servers import TEST_SERVER_TOML, wait_until
 
@@ -180,3 +181,15 @@ async def test_sys_stats_costs_nothing_without_subscribers(serve: StartServer) -
     ticks = monitor.ticks
     await wait_until(lambda: monitor.ticks >= ticks + 2, what="two more monitor ticks")
     assert monitor.stats_published == published
+
+
+async def test_pages_are_self_contained(serve: StartServer) -> None:
+    """`/dashboard` and `/` are single HTML files: no external script, style or font."""
+    server = await serve()
+    for path, marker in (("/dashboard", b"$sys.stats"), ("/", b"tickers.demo")):
+        status, headers, body = await http_get(server.port, path)
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/html")
+        assert marker in body
+        assert re.search(rb"""(src|href)=["']?(https?:)?//""", body) is None, path
+        assert b"@import" not in body
