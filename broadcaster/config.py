@@ -61,6 +61,8 @@ class ServerConfig:
     """Seconds a closing handshake may take before the TCP connection is aborted."""
     ping_interval: float = 20.0
     """Seconds between WebSocket pings to idle clients (keepalive)."""
+    stats_interval: float = 0.5
+    """Seconds between `$sys.stats` documents, rate samples and event-loop lag readings."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -237,6 +239,7 @@ _SERVER_KEYS: dict[str, type | tuple[type, ...]] = {
     "strict_channels": bool,
     "close_timeout": (int, float),
     "ping_interval": (int, float),
+    "stats_interval": (int, float),
 }
 _POLICY_KEYS: dict[str, type | tuple[type, ...]] = {
     "strategy": str,
@@ -469,7 +472,7 @@ def build_config(
             "bytes >= 0 (0 = kernel autotuning)",
             server_values["socket_send_buffer"],
         )
-    for key in ("shutdown_timeout", "close_timeout", "ping_interval"):
+    for key in ("shutdown_timeout", "close_timeout", "ping_interval", "stats_interval"):
         if key in server_values:
             if not server_values[key] > 0:
                 raise ConfigError(

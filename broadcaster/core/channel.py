@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
+from broadcaster.core.histogram import BLOCKED_BUCKETS, LATENCY_BUCKETS, Buckets
 from broadcaster.core.message import Message
 from broadcaster.core.policy import ChannelPolicy
 from broadcaster.core.strategies import DropReason, Strategy
@@ -23,9 +24,23 @@ _FALSE_KEY = ("bool", False)
 
 
 class ChannelCounters:
-    """Plain integers the hot path increments; metrics and /stats read them later."""
+    """Plain integers the hot path increments; metrics and /stats read them later.
 
-    __slots__ = ("delivered", "dropped", "pauses", "published", "slow_consumer_disconnects")
+    `latency` holds sampled publish → socket-write delays (the adapter
+    observes the first message of every Nth batch per connection, see
+    `Outbox.sample`); `blocked` how long publishes on a `block` channel waited
+    for room (only publishes that had to wait are observed).
+    """
+
+    __slots__ = (
+        "blocked",
+        "delivered",
+        "dropped",
+        "latency",
+        "pauses",
+        "published",
+        "slow_consumer_disconnects",
+    )
 
     def __init__(self) -> None:
         self.published = 0
@@ -33,6 +48,8 @@ class ChannelCounters:
         self.pauses = 0
         self.slow_consumer_disconnects = 0
         self.dropped: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
+        self.latency = Buckets(LATENCY_BUCKETS)
+        self.blocked = Buckets(BLOCKED_BUCKETS)
 
     def count_dropped(self, reason: DropReason, count: int) -> None:
         self.dropped[reason] += count

@@ -16,7 +16,9 @@ class Hub:
     """Channels by name, created on first use with the policy the table resolves.
 
     The callbacks tell the broker when a channel is created, gets its first
-    local subscriber (active) and loses its last one (idle).
+    local subscriber (active) and loses its last one (idle);
+    `on_slow_consumer(sub, now)` hears of each subscription `tick` cuts off,
+    before its state is freed, so the operator's views can say who and why.
 
     Subscriptions at or above their high watermark are kept in one set, so
     the periodic `tick(now)` looks only at subscribers that are behind.
@@ -30,6 +32,7 @@ class Hub:
         on_channel_created: Callable[[Channel], None] | None = None,
         on_channel_active: Callable[[Channel], None] | None = None,
         on_channel_idle: Callable[[Channel], None] | None = None,
+        on_slow_consumer: Callable[[Subscription, float], None] | None = None,
     ) -> None:
         self.policies = policies
         self.epoch = epoch
@@ -39,6 +42,7 @@ class Hub:
         self._on_channel_created = on_channel_created
         self._on_channel_active = on_channel_active
         self._on_channel_idle = on_channel_idle
+        self._on_slow_consumer = on_slow_consumer
 
     def channel(self, name: str) -> Channel | None:
         """The channel called `name`, created if needed; None if strict config refuses it."""
@@ -103,6 +107,8 @@ class Hub:
             if sub.outbox.closed:
                 continue
             sub.channel.counters.slow_consumer_disconnects += 1
+            if self._on_slow_consumer is not None:
+                self._on_slow_consumer(sub, now)
             dropped.append(sub.outbox)
             self.drop(sub.outbox)
         return dropped

@@ -14,6 +14,11 @@ The writer's rules live here, free of I/O (DESIGN.md, hot path rules 3 and 4):
 The adapter calls `take_batch()`, writes the frames, then `written(unsent)`
 with the transport's buffer size, and `transport_drained()` when the
 transport reports its buffer empty again.
+
+Delivery latency is sampled, never measured per message: the first message
+of every `SAMPLE_EVERY`-th batch that carries data (starting with the
+first) is left in `sample_channel` / `sample_created`, and the adapter, which
+owns the clock, records publish → write for it after the write.
 """
 
 from __future__ import annotations
@@ -22,13 +27,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from broadcaster.core.channel import Channel
     from broadcaster.core.subscription import Subscription
 
-__all__ = ["DEFAULT_WRITE_BUDGET", "Outbox"]
+__all__ = ["DEFAULT_WRITE_BUDGET", "SAMPLE_EVERY", "Outbox"]
 
 # Bytes of data frames taken per batch: bounds what can sit in the transport
 # uncounted if the kernel stops taking bytes mid-batch (tens of KB).
 DEFAULT_WRITE_BUDGET = 64 * 1024
+# One latency sample per this many data batches per connection: a few
+# operations per batch, nothing per message.
+SAMPLE_EVERY = 32
 
 
 def _identity(payload: bytes) -> bytes:
@@ -39,6 +48,7 @@ class Outbox:
     """One connection's subscriptions and pending control frames, written in joined batches."""
 
     __slots__ = (
+        "_countdown",
         "_framer",
         "_last_batch",
         "_more",
@@ -52,6 +62,8 @@ class Outbox:
         "closed",
         "control",
         "id",
+        "sample_channel",
+        "sample_created",
         "scheduled",
         "subscriptions",
         "wake_at",
@@ -86,6 +98,11 @@ class Outbox:
         self.wake_at: float | None = None
         """When a rate-capped subscription with pending data is next due (None: none is)."""
         self._more = False
+        self._countdown = 1
+        self.sample_channel: Channel | None = None
+        """Set by `take_batch` when this batch carries a latency sample; the adapter clears it."""
+        self.sample_created = 0.0
+        """The sampled message's publish time (the same clock as `Message.created`)."""
 
     @property
     def depth(self) -> int:
@@ -146,6 +163,17 @@ class Outbox:
             items = sub.items
             if not items:
                 continue
+            if not seg_subs:
+                # The first data of this batch: maybe the latency sample.
+                self._countdown -= 1
+                if self._countdown <= 0:
+                    self._countdown = SAMPLE_EVERY
+                    first = items[0]
+                    slot = sub.index.get(first.key) if first.key is not None else None
+                    if slot is not None and slot[0] is first:
+                        first = slot[1]
+                    self.sample_channel = sub.channel
+                    self.sample_created = first.created
             start = len(batch)
             if sub.interval:
                 if now < sub.next_due:

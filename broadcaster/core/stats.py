@@ -37,6 +37,8 @@ class SubscriptionStats:
     """Time spent at or above the high watermark; close 4008 after slow_consumer_timeout."""
     slow_consumer_timeout: float
     bytes_queued: int
+    lag: float
+    """Seconds the oldest queued message has waited since its publish (0 with no queue)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,10 @@ class ChannelStats:
 
 
 def subscription_stats(sub: Subscription, now: float) -> SubscriptionStats:
+    """`sub` now; O(its depth) for `bytes_queued`, so call it for the connections shown only.
+
+    `now` is on the clock of `Message.created` (the loop's).
+    """
     policy = sub.channel.policy
     return SubscriptionStats(
         channel=sub.channel.name,
@@ -68,6 +74,7 @@ def subscription_stats(sub: Subscription, now: float) -> SubscriptionStats:
         seconds_above=round(sub.slow.seconds_above(now), 3),
         slow_consumer_timeout=policy.slow_consumer_timeout,
         bytes_queued=sum(len(m.frame) for m in sub.items),
+        lag=round(max(0.0, now - sub.items[0].created), 3) if sub.items else 0.0,
     )
 
 

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import itertools
 import logging
 import secrets
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, Self
 
+from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Response
 
 from broadcaster.brokers.base import Broker, MessageFactory
 from broadcaster.brokers.memory import MemoryBroker
@@ -32,6 +36,7 @@ from broadcaster.config import Config
 from broadcaster.core.channel import Channel
 from broadcaster.core.hub import Hub
 from broadcaster.core.ops import validate_channel
+from broadcaster.core.subscription import Subscription
 from broadcaster.errors import (
     ChannelBlocked,
     ConfigError,
@@ -39,11 +44,14 @@ from broadcaster.errors import (
     ServerStateError,
     UnknownChannel,
 )
+from broadcaster.metrics import CONTENT_TYPE, Metrics
 from broadcaster.server.api import PublishApi
-from broadcaster.server.http import HttpEndpoints
+from broadcaster.server.http import HttpEndpoints, respond
+from broadcaster.server.monitor import Monitor
 from broadcaster.server.room import RoomWaiters
 from broadcaster.server.scheduler import FlushScheduler
 from broadcaster.server.session import ClientSession
+from broadcaster.server.system import is_system, with_system_policy
 from broadcaster.server.websocket import BroadcasterConnection, connection_class, frame_text
 from broadcaster.sources.base import SourceRunner, build_source
 
@@ -58,6 +66,8 @@ MAX_INCOMING_QUEUE = 16
 # ends when the subscriber reads or is cut off as a slow consumer; a short
 # retry finds out which without hammering.
 BLOCKED_RETRY_AFTER = 1.0
+# Slow-consumer disconnects remembered for /stats and the dashboard.
+RECENT_SLOW_CONSUMERS = 20
 
 
 class BlockedPublisher(Protocol):
@@ -69,9 +79,16 @@ class BlockedPublisher(Protocol):
 
 
 class Broadcaster:
-    """One broadcaster server: start it, publish into it, stop it."""
+    """One broadcaster server: start it, publish into it, stop it.
 
-    def __init__(self, config: Config | None = None) -> None:
+    `registry` is the prometheus-client registry its metrics go to (a new
+    one by default, never the global one: two servers in one process keep
+    separate metrics); GET /metrics serves it.
+    """
+
+    def __init__(
+        self, config: Config | None = None, *, registry: CollectorRegistry | None = None
+    ) -> None:
         self.config = config if config is not None else Config()
         self.framer: Callable[[bytes], bytes] = frame_text
         self.sessions: dict[int, ClientSession] = {}
@@ -83,6 +100,8 @@ class Broadcaster:
         self._stopped = asyncio.Event()
         self.started_at = 0.0
         self.started_mono = 0.0
+        self.metrics = Metrics(self, registry)
+        self.recent_slow_consumers: deque[dict[str, Any]] = deque(maxlen=RECENT_SLOW_CONSUMERS)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -93,6 +112,11 @@ class Broadcaster:
     @staticmethod
     def wall_clock() -> float:
         return time.time()
+
+    @property
+    def started(self) -> bool:
+        """Whether start() has bound the port (it stays true after stop())."""
+        return self._server is not None
 
     @property
     def port(self) -> int:
@@ -124,15 +148,18 @@ class Broadcaster:
         self.rooms = RoomWaiters(self._loop)
         self.factory = MessageFactory(self.framer, self._loop.time)
         self.hub = Hub(
-            cfg.policies,
+            with_system_policy(cfg.policies),
             epoch=secrets.token_hex(6),
             on_channel_created=self._channel_created,
-            on_channel_active=lambda ch: self.broker.channel_active(ch),
-            on_channel_idle=lambda ch: self.broker.channel_idle(ch),
+            on_channel_active=self._channel_active,
+            on_channel_idle=self._channel_idle,
+            on_slow_consumer=self._slow_consumer,
         )
         self.broker: Broker = self._make_broker()
         await self.broker.start()
         self.http = HttpEndpoints(self)
+        self.http.add_route("/metrics", self._metrics_page)
+        self.monitor = Monitor(self, interval=cfg.server.stats_interval)
         self.sources = SourceRunner(self.publish)
         sources = [(build_source(sc, cfg.source), sc.kind) for sc in cfg.sources]
         self._server = await serve(
@@ -150,6 +177,7 @@ class Broadcaster:
             create_connection=connection_class(cfg.server.socket_send_buffer),
         )
         self._sweeper = self._loop.create_task(self._sweep(), name="slow-consumer-sweeper")
+        self.monitor.start()
         if cfg.api.enabled:
             self.api = PublishApi(self, cfg.api)
             try:
@@ -174,6 +202,9 @@ class Broadcaster:
             return RedisBroker(self.config.broker, self.factory, self._loop.time)
         raise ConfigError(self.config.source, "[broker] kind", '"memory" | "redis"', kind)
 
+    def _metrics_page(self, query: dict[str, list[str]]) -> Response:
+        return respond(http.HTTPStatus.OK, self.metrics.render(), CONTENT_TYPE)
+
     def _channel_created(self, channel: Channel) -> None:
         channel.on_room = self._room_returned
 
@@ -181,6 +212,32 @@ class Broadcaster:
         """A block channel has room again: wake a local publisher, let the broker read on."""
         self.rooms.wake(channel)
         self.broker.channel_room(channel)
+
+    # System channels are local to this node (server/system.py): the broker never hears of them.
+
+    def _channel_active(self, channel: Channel) -> None:
+        if not is_system(channel.name):
+            self.broker.channel_active(channel)
+
+    def _channel_idle(self, channel: Channel) -> None:
+        if not is_system(channel.name):
+            self.broker.channel_idle(channel)
+
+    def _slow_consumer(self, sub: Subscription, now: float) -> None:
+        """Remember who was cut off and how far behind, for /stats and the dashboard."""
+        session = self.sessions.get(sub.outbox.id)
+        self.recent_slow_consumers.appendleft(
+            {
+                "id": sub.outbox.id,
+                "remote": session.remote if session is not None else None,
+                "channel": sub.channel.name,
+                "depth": sub.depth,
+                "limit": sub.flow.high,
+                "dropped": sub.dropped,
+                "seconds_above": round(sub.slow.seconds_above(now), 3),
+                "at": self.wall_clock(),
+            }
+        )
 
     async def stop(self) -> None:
         """Stop accepting, drain queues up to shutdown_timeout, close everyone with 1001."""
@@ -203,6 +260,7 @@ class Broadcaster:
         for session in list(self.sessions.values()):
             session.close(CloseCode.GOING_AWAY, "server shutting down")
         self.rooms.cancel_all()
+        await self.monitor.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -271,6 +329,7 @@ class Broadcaster:
                 raise ChannelBlocked(channel, 0.0, retry_after=BLOCKED_RETRY_AFTER)
             if publisher is not None:
                 publisher.channel_blocked(target)
+            waited_from = self._loop.time()
             try:
                 if block_timeout is None:
                     await self.rooms.wait(target)
@@ -282,6 +341,7 @@ class Broadcaster:
                     channel, block_timeout or 0.0, retry_after=BLOCKED_RETRY_AFTER
                 ) from None
             finally:
+                target.counters.blocked.observe(self._loop.time() - waited_from)
                 if publisher is not None:
                     publisher.channel_unblocked(target)
         return await self.broker.publish(target, data)

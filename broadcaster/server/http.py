@@ -78,6 +78,7 @@ class HttpEndpoints:
             "/healthz": self._healthz,
             "/stats": self._stats,
             "/": self._page("index.html"),
+            "/dashboard": self._page("dashboard.html"),
             "/js/broadcaster.js": self._client,
         }
 

@@ -48,6 +48,8 @@ ABUSE_LIMIT = 10
 ABUSE_WINDOW = 10.0
 # Stop reading a client's ops while this many reply bytes wait in its transport.
 REPLY_BACKLOG_LIMIT = 256 * 1024
+# Publish errors that are refusals (broadcaster_refusals_total{reason=code}).
+_REFUSED_PUBLISH_CODES = frozenset({ErrorCode.UNKNOWN_CHANNEL, ErrorCode.FORBIDDEN})
 
 
 class ClientSession:
@@ -73,6 +75,7 @@ class ClientSession:
         self._run_task: asyncio.Task[object] | None = None
         self._rate_timer: asyncio.TimerHandle | None = None
         self._blocked_on: set[str] = set()
+        self._lost = False
 
     # --- writing -----------------------------------------------------------
 
@@ -90,7 +93,13 @@ class ClientSession:
             transport = self._transport
             transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
             outbox.written(transport.get_write_buffer_size())
+            sampled = outbox.sample_channel
+            if sampled is not None:
+                # One data batch in SAMPLE_EVERY carries a latency sample (core/outbox.py).
+                outbox.sample_channel = None
+                sampled.counters.latency.observe(self.loop.time() - outbox.sample_created)
         else:
+            outbox.sample_channel = None
             outbox.written(0)
         if outbox.wake_at is not None:
             self._wake_at(outbox.wake_at)
@@ -166,6 +175,7 @@ class ClientSession:
             while abuse and abuse[0] < now - ABUSE_WINDOW:
                 abuse.popleft()
             if len(abuse) > ABUSE_LIMIT:
+                self.app.metrics.refused("abuse")
                 self.close(
                     CloseCode.POLICY_VIOLATION,
                     f"protocol abuse: more than {ABUSE_LIMIT} invalid frames in {ABUSE_WINDOW:g} s",
@@ -173,6 +183,7 @@ class ClientSession:
 
     async def _publish(self, op: Publish) -> None:
         if op.channel.startswith(SYSTEM_PREFIX):
+            self.app.metrics.refused("forbidden")
             self.send(
                 events.error(
                     ErrorCode.FORBIDDEN,
@@ -184,6 +195,8 @@ class ClientSession:
         try:
             seq = await self.app.publish(op.channel, op.data, publisher=self)
         except PublishError as exc:
+            if exc.code in _REFUSED_PUBLISH_CODES:
+                self.app.metrics.refused(exc.code)
             extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
             self.send(events.error(exc.code, str(exc), op.id, **extra))
             return
@@ -199,6 +212,7 @@ class ClientSession:
             return
         channel = self.app.hub.channel(name)
         if channel is None:
+            self.app.metrics.refused("unknown_channel")
             self.send(events.error(ErrorCode.UNKNOWN_CHANNEL, _unknown(name), op.id))
             return
         recovery = None
@@ -324,6 +338,12 @@ class ClientSession:
 
     def connection_lost(self) -> None:
         """The TCP connection is gone: free what it held (idempotent)."""
+        if not self._lost:
+            self._lost = True
+            # websockets itself closes with 1009 on an oversized frame: count it here.
+            sent = self.ws.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.app.metrics.refused("message_size")
         if self._abort_handle is not None:
             self._abort_handle.cancel()
             self._abort_handle = None

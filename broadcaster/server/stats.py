@@ -1,73 +1,119 @@
-"""The /stats document: server, channels and the N worst connections.
+"""The /stats document: server, channels, the N worst connections, and all of them aggregated.
 
-Built on demand from the core's snapshots; `top` and `sort` keep it cheap
-with many connections (sorting by a key is O(n log n) over plain integers,
-and only the returned connections are rendered in detail).
+Built on demand from the core's counters and snapshots; the same document
+is published on `$sys.stats` for the dashboard. It stays cheap with many
+connections: one pass over every connection reads a few integers per
+subscription (depth, dropped, paused) for the sort key and for the
+aggregates (a depth histogram, paused and behind counts), a heap picks the
+`top` worst, and only those are rendered in detail (`bytes_queued` walks a
+queue, so it is computed for the shown connections only).
 """
 
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from broadcaster.core.histogram import DEPTH_BUCKETS
 from broadcaster.core.stats import channel_stats, subscription_stats
 
 if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
     from broadcaster.server.session import ClientSession
 
-__all__ = ["SORT_KEYS", "StatsQueryError", "build_stats"]
+__all__ = ["DEPTH_BOUNDS", "SORT_KEYS", "StatsQueryError", "build_stats", "connection_entry"]
 
 SORT_KEYS = ("depth", "dropped", "age")
+# Upper bounds (messages) of the all-connections depth histogram; the last
+# count is everything above the last bound. The same as the metric's buckets.
+DEPTH_BOUNDS = DEPTH_BUCKETS
 
 
 class StatsQueryError(ValueError):
     """A bad /stats query parameter; the message says which and what is allowed."""
 
 
-def _sort_value(session: ClientSession, sort: str, now: float) -> float:
-    if sort == "depth":
-        return float(session.outbox.depth)
-    if sort == "dropped":
-        return float(sum(sub.dropped for sub in session.outbox.subscriptions.values()))
-    return now - session.connected_mono
-
-
 def connection_entry(session: ClientSession, now: float) -> dict[str, Any]:
-    subs = [asdict(subscription_stats(sub, now)) for sub in session.outbox.subscriptions.values()]
+    """One connection in detail: totals, how close it is to being cut off, each subscription."""
+    subs = list(session.outbox.subscriptions.values())
+    stats = [subscription_stats(sub, now) for sub in subs]
+    deadlines = [d for d in (sub.slow.deadline() for sub in subs) if d is not None]
     return {
         "id": session.id,
         "remote": session.remote,
         "connected_at": session.connected_at,
         "age": round(now - session.connected_mono, 3),
-        "depth": sum(s["depth"] for s in subs),
-        "dropped": sum(s["dropped"] for s in subs),
-        "bytes_queued": sum(s["bytes_queued"] for s in subs)
+        "depth": sum(s.depth for s in stats),
+        "dropped": sum(s.dropped for s in stats),
+        "bytes_queued": sum(s.bytes_queued for s in stats)
         + session.ws.transport.get_write_buffer_size(),
-        "paused": any(s["paused"] for s in subs),
-        "seconds_above": max((s["seconds_above"] for s in subs), default=0.0),
-        "subscriptions": subs,
+        "paused": any(s.paused for s in stats),
+        "seconds_above": max((s.seconds_above for s in stats), default=0.0),
+        "closes_in": round(max(0.0, min(deadlines) - now), 3) if deadlines else None,
+        "fill": round(max((s.depth / s.limit for s in stats), default=0.0), 3),
+        "lag": max((s.lag for s in stats), default=0.0),
+        "subscriptions": [asdict(s) for s in stats],
     }
 
 
-def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth") -> dict[str, Any]:
-    """The document served at /stats (and published on $sys.stats)."""
+def _check(top: int | None, sort: str) -> None:
     if sort not in SORT_KEYS:
         raise StatsQueryError(f"sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
     if top is not None and top < 0:
         raise StatsQueryError(f"top must be an integer >= 0, got {top}")
+
+
+def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth") -> dict[str, Any]:
+    """The document served at /stats and published on $sys.stats.
+
+    `connections` lists the `top` worst by `sort` (all when `top` is None),
+    worst first; ties go to the older connection. `summary` covers every
+    connection, shown or not.
+    """
+    _check(top, sort)
     now = app.loop.time()
     sessions = list(app.sessions.values())
-    if top is None:
-        chosen = sorted(sessions, key=lambda s: _sort_value(s, sort, now), reverse=True)
+    # One tight pass over every connection (a few integer reads per
+    # subscription): the depth histogram, the paused count, and the depths.
+    histogram = [0] * (len(DEPTH_BOUNDS) + 1)
+    paused = 0
+    depths: list[int] = []
+    append = depths.append
+    for session in sessions:
+        depth = 0
+        is_paused = 0
+        for sub in session.outbox.subscriptions.values():
+            depth += len(sub.items) + sub.in_transport
+            if sub.flow.paused:
+                is_paused = 1
+        histogram[bisect_left(DEPTH_BOUNDS, depth)] += 1
+        paused += is_paused
+        append(depth)
+    keys: list[float] | list[int]
+    if sort == "depth":
+        keys = depths
+    elif sort == "dropped":
+        keys = [sum(sub.dropped for sub in s.outbox.subscriptions.values()) for s in sessions]
     else:
-        chosen = heapq.nlargest(top, sessions, key=lambda s: _sort_value(s, sort, now))
-    channels = {name: asdict(channel_stats(ch)) for name, ch in app.hub.channels.items()}
+        keys = [now - s.connected_mono for s in sessions]
+    # Worst first; ties keep connection order (both sorts below are stable that way).
+    if top is None:
+        order = sorted(range(len(sessions)), key=keys.__getitem__, reverse=True)
+    else:
+        order = heapq.nlargest(top, range(len(sessions)), key=keys.__getitem__)
+    chosen = [sessions[i] for i in order]
+    channels = {}
+    for name, channel in app.hub.channels.items():
+        entry = asdict(channel_stats(channel))
+        entry["dropped_total"] = channel.counters.dropped_total
+        entry["rates"] = app.monitor.rates.rates(name)._asdict()
+        channels[name] = entry
     totals = {
         "published": sum(c["published"] for c in channels.values()),
         "delivered": sum(c["delivered"] for c in channels.values()),
-        "dropped": sum(sum(c["dropped"].values()) for c in channels.values()),
+        "dropped": sum(c["dropped_total"] for c in channels.values()),
         "pauses": sum(c["pauses"] for c in channels.values()),
         "slow_consumer_disconnects": sum(c["slow_consumer_disconnects"] for c in channels.values()),
     }
@@ -76,10 +122,20 @@ def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth"
             "started_at": app.started_at,
             "uptime": round(now - app.started_mono, 3),
             "connections": len(sessions),
+            "loop_lag": round(app.monitor.loop_lag, 6),
             "broker": asdict(app.broker.status()),
             "epoch": app.hub.epoch,
         },
+        "sort": sort,
         "connections": [connection_entry(s, now) for s in chosen],
+        "summary": {
+            "connections": len(sessions),
+            "shown": len(chosen),
+            "paused": paused,
+            "behind": len({sub.outbox.id for sub in app.hub.behind}),
+            "depth_histogram": {"bounds": list(DEPTH_BOUNDS), "counts": histogram},
+        },
+        "recent_slow_consumers": list(app.recent_slow_consumers),
         "channels": channels,
         "totals": totals,
         "sources": [asdict(state) for state in app.sources.states],

@@ -67,7 +67,10 @@ async def test_stats_top_and_sort_list_the_worst_connections_first(
     assert status == 200
     assert len(stats["connections"]) == 2
     first, second = stats["connections"]
-    assert first["depth"] == stalled_depth() > 0
+    # The document's own numbers: the live depth may already differ (the
+    # kernel can take a batch between the response and this line).
+    assert first["id"] == min(server.sessions), "the stalled client connected first"
+    assert first["depth"] > 0
     assert first["depth"] >= second["depth"]
     assert first["bytes_queued"] > 0
     status, by_age = await http_get_json(server.port, "/stats?top=1&sort=age")

@@ -18,7 +18,8 @@ from broadcaster.server.app import Broadcaster
 __all__ = ["TEST_SERVER_TOML", "ServerProcess", "free_port", "server_config", "wait_until"]
 
 # Small buffers and timeouts so a stalled client backs up after a few
-# kilobytes and a slow consumer is cut off in tenths of seconds.
+# kilobytes and a slow consumer is cut off in tenths of seconds; the monitor
+# ticks often so $sys.stats and rates arrive without long waits.
 TEST_SERVER_TOML = """
 [server]
 host = "127.0.0.1"
@@ -26,6 +27,7 @@ port = 0
 socket_send_buffer = 4096
 shutdown_timeout = 2.0
 close_timeout = 0.5
+stats_interval = 0.05
 """
 
 

@@ -1,0 +1,55 @@
+"""The per-server registry, the refusal counters and the text exposition for GET /metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from broadcaster.metrics.collector import BroadcasterCollector
+
+if TYPE_CHECKING:
+    from broadcaster.server.app import Broadcaster
+
+__all__ = ["CONTENT_TYPE", "REFUSAL_REASONS", "Metrics"]
+
+# The classic Prometheus text format, which every scraper reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# `broadcaster_refusals_total{reason}`: a fixed set, so the label stays bounded.
+# Code that adds a new kind of refusal adds its reason here.
+REFUSAL_REASONS: tuple[str, ...] = (
+    "origin",  # handshake from a forbidden Origin (HTTP 403)
+    "token",  # bad or missing token
+    "rate",  # over a connection or publish rate
+    "connections",  # over a connection count
+    "overload",  # the server shed load (HTTP 503 / close 1013)
+    "max_subscriptions",  # a subscribe over the per-connection limit
+    "abuse",  # protocol abuse: too many invalid frames (close 1008)
+    "message_size",  # a frame above max_message_size (close 1009)
+    "unknown_channel",  # a channel no [channels] entry matches, strict_channels on
+    "forbidden",  # a publish to a channel the client may not publish to ($sys.*)
+)
+
+
+class Metrics:
+    """One server's metrics: its registry, its refusal counts, its exposition."""
+
+    def __init__(self, app: Broadcaster, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.collector = BroadcasterCollector(app, self.refusals)
+        self.registry.register(self.collector)
+
+    def refused(self, reason: str) -> None:
+        """Count one refused handshake or op; `reason` must be one of REFUSAL_REASONS."""
+        try:
+            self.refusals[reason] += 1
+        except KeyError:
+            raise ValueError(
+                f"unknown refusal reason {reason!r}; add it to REFUSAL_REASONS"
+            ) from None
+
+    def render(self) -> bytes:
+        """The text exposition of this server's registry."""
+        return generate_latest(self.registry)

@@ -1,0 +1,92 @@
+"""The server's periodic observer: event-loop lag, recent rates, and `$sys.stats`.
+
+One task wakes every `interval` seconds on absolute deadlines. How late it
+wakes is the event-loop lag (a loop busy with a long callback wakes every
+timer late). On each tick it samples the channel counters for /stats' rates
+and, only while `$sys.stats` has subscribers, publishes the /stats document
+(the `top` worst connections plus aggregates) there. Nobody watching costs
+one dictionary lookup per tick.
+
+The interval (`[server] stats_interval`, 0.5 s by default) is below one
+second so that subscribers get a document at least once a second even when
+a tick runs a little late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from broadcaster.server.rates import RateWindow
+from broadcaster.server.stats import build_stats
+from broadcaster.server.system import STATS_CHANNEL, publish_local
+
+if TYPE_CHECKING:
+    from broadcaster.server.app import Broadcaster
+
+__all__ = ["STATS_TOP", "Monitor"]
+
+logger = logging.getLogger("broadcaster.monitor")
+
+# Connections detailed in each $sys.stats document; the rest are in its histogram.
+STATS_TOP = 50
+
+
+class Monitor:
+    """Measures loop lag and feeds rates and `$sys.stats`; start() after the hub exists."""
+
+    def __init__(
+        self,
+        app: Broadcaster,
+        *,
+        interval: float = 0.5,
+        stats_top: int = STATS_TOP,
+        rate_window: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.interval = interval
+        self.stats_top = stats_top
+        self.rates = RateWindow(rate_window)
+        self.loop_lag = 0.0
+        """Seconds the last tick woke after its deadline."""
+        self.ticks = 0
+        self.stats_published = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = self.app.loop.create_task(self._run(), name="monitor")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        loop = self.app.loop
+        next_at = loop.time() + self.interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            now = loop.time()
+            self.loop_lag = max(0.0, now - next_at)
+            next_at += self.interval
+            if next_at <= now:  # a stall longer than the interval: do not tick in a burst
+                next_at = now + self.interval
+            try:
+                self.tick(now)
+            except Exception:  # a bug here must not stop lag measurement for good
+                logger.exception("monitor tick failed")
+
+    def tick(self, now: float) -> None:
+        """Sample rates; publish /stats on `$sys.stats` if anyone listens."""
+        self.ticks += 1
+        hub = self.app.hub
+        self.rates.sample(now, hub.channels)
+        channel = hub.channels.get(STATS_CHANNEL)
+        if channel is not None and channel.subscriptions:
+            document = build_stats(self.app, top=self.stats_top, sort="depth")
+            publish_local(self.app.factory, channel, document)
+            self.stats_published += 1

@@ -1,0 +1,111 @@
+"""The dashboard at `/dashboard`, in a real browser, watching a client fall behind."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from playwright.async_api import Page
+
+from broadcaster.server.app import Broadcaster
+from broadcaster.server.session import ClientSession
+from tests.conftest import ConnectRaw, StartServer
+from tests.support.clients import open_client
+from tests.support.raw_client import RawClient
+
+CONFIG = """
+[channels."slow"]
+strategy = "drop-oldest"
+queue_size = 32
+slow_consumer_timeout = 1.5
+
+[sources.demo_ticker]
+channel = "tickers.demo"
+symbols = ["AAPL", "MSFT"]
+rate = 50
+"""
+
+PAD = "d" * 1000
+
+
+def session_of(server: Broadcaster, raw: RawClient) -> ClientSession:
+    host, port = raw.sock.getsockname()[:2]
+    return next(s for s in server.sessions.values() if s.remote == f"{host}:{port}")
+
+
+async def publish_until(server: Broadcaster, done: asyncio.Event) -> None:
+    """1 KB messages into "slow", yielding between them, until `done` (bounded count)."""
+    for i in range(100_000):
+        if done.is_set():
+            return
+        await server.publish("slow", {"i": i, "pad": PAD})
+        await asyncio.sleep(0.002)
+
+
+def row(session_id: int) -> str:
+    return f"#conn-table tr[data-id='{session_id}']"
+
+
+async def test_dashboard_shows_a_stalled_client_fall_behind_and_get_cut_off(
+    serve: StartServer, connect_raw: ConnectRaw, page: Page, artifacts: Path
+) -> None:
+    """Depth rises to the limit (paused, the row turns red), then the 4008 cut-off is listed."""
+    server = await serve(CONFIG)
+    healthy = [await open_client(server.url) for _ in range(3)]
+    for client in healthy:
+        await client.subscribe("slow")
+    await page.goto(f"http://127.0.0.1:{server.port}/dashboard")
+    await page.wait_for_selector("#status.live")
+
+    stalled = await connect_raw(server.port)
+    await stalled.send({"op": "subscribe", "channel": "slow", "id": 1})
+    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    sid = session_of(server, stalled).id
+    await page.wait_for_selector(row(sid))
+
+    done = asyncio.Event()
+    publisher = asyncio.create_task(publish_until(server, done))
+    try:
+        # The page shows the depth rising: first a backlog, then the limit (paused).
+        await page.wait_for_function(
+            "(sel) => Number(document.querySelector(sel)?.dataset.depth) > 0", arg=row(sid)
+        )
+        await page.wait_for_selector(f"{row(sid)}[data-paused='true']")
+        depth = int(await page.get_attribute(row(sid), "data-depth") or 0)
+        assert depth >= 32
+        # Past half of its slow-consumer timeout the row is marked as about to be cut off.
+        await page.wait_for_selector(f"{row(sid)}.danger")
+        await page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+
+        # Then the cut-off: listed with its id, counted, and gone from the table.
+        await page.wait_for_selector(f"#cutoffs li[data-id='{sid}']", timeout=15_000)
+        await page.wait_for_selector(row(sid), state="detached")
+        assert int(await page.inner_text("#sc-count")) >= 1
+    finally:
+        done.set()
+        await publisher
+    await page.screenshot(path=str(artifacts / "dashboard-cut-off.png"), full_page=True)
+    assert server.hub.channels["slow"].counters.slow_consumer_disconnects == 1
+
+
+async def test_dashboard_sorts_and_aggregates_every_connection(
+    serve: StartServer, page: Page
+) -> None:
+    """Sort buttons reorder the rows; the histogram counts every connection."""
+    server = await serve()
+    clients = [await open_client(server.url) for _ in range(4)]
+    await page.goto(f"http://127.0.0.1:{server.port}/dashboard?sort=age")
+    await page.wait_for_function(
+        "() => document.querySelectorAll('#conn-table tr[data-id]').length === 5"
+    )
+    ids = await page.eval_on_selector_all(
+        "#conn-table tr[data-id]", "rows => rows.map(r => Number(r.dataset.id))"
+    )
+    assert ids == sorted(ids), "oldest first"
+    assert await page.inner_text("#sorts button.on") == "age"
+    counts = await page.get_attribute("#histogram svg", "data-counts")
+    assert counts is not None
+    assert sum(int(n) for n in counts.split(",")) == len(clients) + 1
+    await page.click("#sorts button[data-sort='dropped']")
+    await page.wait_for_selector("#sorts button.on[data-sort='dropped']")
+    assert "sort=dropped" in page.url

@@ -1,0 +1,50 @@
+"""Scrape a test server's /metrics and read samples by name and labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.http import http_get
+
+__all__ = ["Scrape", "scrape"]
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One parsed exposition: family names, and sample values by (name, labels)."""
+
+    families: dict[str, str]
+    """Family name -> type."""
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample `name` with exactly these labels (KeyError if absent)."""
+        return self.samples[(name, frozenset(labels.items()))]
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of every `name` sample whose labels include `labels`."""
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in self.samples.items() if n == name and wanted <= ls)
+
+    @property
+    def sample_names(self) -> set[str]:
+        return {name for name, _ in self.samples}
+
+
+def parse(text: str) -> Scrape:
+    families: dict[str, str] = {}
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        families[family.name] = family.type
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return Scrape(families, samples)
+
+
+async def scrape(port: int) -> Scrape:
+    status, headers, body = await http_get(port, "/metrics")
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return parse(body.decode())
