@@ -91,6 +91,9 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--client", choices=["picows", "websockets"], help="subscriber client")
     g.add_argument("--connect-concurrency", type=int, help="handshakes in flight per worker")
     g.add_argument("--stalled-rcvbuf", type=int, help="SO_RCVBUF of stalled clients (bytes)")
+    g.add_argument(
+        "--latency-every", type=int, help="measure latency on one message in N (seqs: all)"
+    )
     r = p.add_argument_group("running")
     r.add_argument(
         "--pin",
@@ -130,6 +133,7 @@ _OVERRIDES = (
     "client",
     "connect_concurrency",
     "stalled_rcvbuf",
+    "latency_every",
 )
 
 

@@ -80,10 +80,15 @@ class _Throttle:
         return max(0.0, allowed_at - time.monotonic())
 
 
+_TEXT = picows.WSMsgType.TEXT
+
+
 class _PicowsListener(picows.WSListener):
     def __init__(self, owner: PicowsSubscriber) -> None:
         self.owner = owner
         self.partial: bytearray | None = None
+        self.steady = False
+        self.on_frame = owner.record.on_frame
 
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         self.owner.record.connected = True
@@ -95,9 +100,14 @@ class _PicowsListener(picows.WSListener):
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         msg_type = frame.msg_type
-        if msg_type is picows.WSMsgType.TEXT and frame.fin:
+        if msg_type is _TEXT and frame.fin:
+            if self.steady:
+                # Subscribed, fast: the per-message path is one call into the record.
+                self.on_frame(frame.get_payload_as_bytes())
+                return
             record = self.owner.record
-            record.on_frame(frame.get_payload_as_memoryview())
+            record.on_frame(frame.get_payload_as_bytes())
+            self.steady = record.subscribed and self.owner.throttle is None
             if record.subscribed and not self.owner.ready.is_set():
                 self.owner.ready.set()
                 if self.owner.throttle is not None:

@@ -298,7 +298,9 @@ def build_report(data: RunData) -> dict[str, Any]:
     duration = scenario.duration
     whole = max(1, int(duration))
     window_s = float(whole) if duration >= 1 else duration
-    in_window = sum(
+    # Each latency sample stands for `latency_every` deliveries of its subscriber
+    # (exact when it is 1; within one sample per subscriber otherwise).
+    in_window = scenario.latency_every * sum(
         h.count for seconds in timelines.values() for s, h in seconds.items() if 0 <= s < whole
     )
     received_total = sum(s["received"] for s in subs)

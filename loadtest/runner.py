@@ -77,6 +77,7 @@ def _plans(scenario: Scenario, url: str, connect_wait: float) -> list[WorkerPlan
             closed_loop=scenario.rate is None and not scenario.idle,
             slow_rcvbuf=scenario.slow_rcvbuf,
             lifetime=lifetime,
+            latency_every=scenario.latency_every,
         )
         for w in range(workers)
     ]

@@ -75,6 +75,9 @@ class Scenario:
     """Handshakes in flight per worker process."""
     stalled_rcvbuf: int = 4096
     """SO_RCVBUF of a stalled client's socket, set before connect."""
+    latency_every: int = 1
+    """Measure latency on one message in this many per subscriber (every seq is still
+    accounted); saturation runs sample so the client's ceiling stays above the server."""
 
     def override(self, **changes: Any) -> Scenario:
         """A copy with the given changes applied (unknown names are an error).
@@ -167,6 +170,7 @@ PRESETS: dict[str, Scenario] = {
             rate=None,
             size=120,
             duration=10.0,
+            latency_every=16,
         ),
         Scenario(
             name="S2",

@@ -104,6 +104,8 @@ class WorkerPlan:
     slow_rcvbuf: int
     lifetime: float
     """Hard limit in seconds on the worker's whole life."""
+    latency_every: int = 1
+    """Measure latency on one message in this many per subscriber."""
 
 
 def worker_entry(plan: WorkerPlan, conn: Connection, board: Board) -> None:
@@ -172,7 +174,9 @@ async def _run(
     await _expect(inbox, "connect")
     timelines = {"fast": Timeline(0), "slow": Timeline(0)}
     for spec in plan.subscribers:
-        record = SubscriberRecord(spec.index, spec.channel, spec.kind, timelines[spec.kind])
+        record = SubscriberRecord(
+            spec.index, spec.channel, spec.kind, timelines[spec.kind], plan.latency_every
+        )
         subscribers.append(
             make_subscriber(
                 plan.client,

@@ -66,6 +66,7 @@ class Outbox:
         "sample_created",
         "scheduled",
         "subscriptions",
+        "timed",
         "wake_at",
     )
 
@@ -95,6 +96,8 @@ class Outbox:
         self._seg_subs: list[Subscription] = []
         self._seg_starts: list[int] = []
         self._last_batch: list[bytes] = []
+        self.timed = 0
+        """Rate-capped subscriptions: only then does `take_batch` need the time."""
         self.wake_at: float | None = None
         """When a rate-capped subscription with pending data is next due (None: none is)."""
         self._more = False
@@ -188,7 +191,8 @@ class Outbox:
                 budget -= _take(sub, batch, sub.queue_size, budget)
                 if items:
                     self._more = True
-            sub.taken(len(batch) - start)
+            if sub.preloaded or sub.indexed:
+                sub.taken(len(batch) - start)
             seg_subs.append(sub)
             seg_starts.append(start)
             if budget <= 0:
@@ -209,7 +213,15 @@ class Outbox:
         seg_subs = self._seg_subs
         if unsent > 0:
             self.blocked = True
-        if seg_subs:
+        if len(seg_subs) == 1 and unsent == 0:
+            # The common case: one subscription's messages, all taken by the kernel.
+            sub = seg_subs[0]
+            sent = len(self._last_batch) - self._seg_starts[0]
+            sub.delivered += sent
+            sub.channel.counters.delivered += sent
+            if sub.needs_settle:
+                sub.settle()
+        elif seg_subs:
             held = self._attribute_tail(unsent) if unsent > 0 else None
             batch_end = len(self._last_batch)
             for i, sub in enumerate(seg_subs):
@@ -220,7 +232,9 @@ class Outbox:
                 sub.channel.counters.delivered += sent
                 if in_transport:
                     sub.transport_holds(in_transport)
-                sub.settle()
+                    sub.needs_settle = True
+                if sub.needs_settle:
+                    sub.settle()
         seg_subs.clear()
         self._last_batch = []
         self._rearm()

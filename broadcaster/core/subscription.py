@@ -66,6 +66,7 @@ class Subscription:
         "interval",
         "items",
         "max_rate",
+        "needs_settle",
         "next_due",
         "outbox",
         "preloaded",
@@ -102,6 +103,8 @@ class Subscription:
         # in between, pending messages conflate (per key, or to the latest).
         self.interval = 1.0 / max_rate if max_rate else 0.0
         self.next_due = float("-inf")
+        if self.interval:
+            outbox.timed += 1
         self.blocking = policy.strategy is Strategy.BLOCK
         # A burst that would take a writable subscriber to its watermark (or
         # fill a block queue) is handed to the transport instead: it has no
@@ -126,6 +129,8 @@ class Subscription:
         )
         self.slow = SlowConsumerRule(policy.slow_consumer_timeout)
         self.rise_at = policy.high
+        self.needs_settle = False
+        """Full, behind or paused: `settle` has something to re-check after a write."""
         self._watch = watch
 
     @property
@@ -165,6 +170,7 @@ class Subscription:
                 self._dropped(reason)
         if self.blocking and not self.full and len(items) + self.in_transport >= self.queue_size:
             self.full = True
+            self.needs_settle = True
             self.channel.full_count += 1
         return not self.interval or message.created >= self.next_due
 
@@ -182,6 +188,7 @@ class Subscription:
         self.preloaded += len(messages)
         if self.blocking and not self.full and self.depth >= self.queue_size:
             self.full = True
+            self.needs_settle = True
             self.channel.full_count += 1
         depth = self.depth
         if depth >= self.rise_at:
@@ -227,6 +234,7 @@ class Subscription:
             self.rise_at = self.flow.high
         if depth <= self.flow.resume_at:
             self.flow.depth_fell(depth)
+        self.needs_settle = self.full or self.slow.above_since is not None or self.flow.paused
 
     def discard(self) -> int:
         """Drop everything held (the subscription ends); returns how many messages were lost."""
@@ -237,6 +245,9 @@ class Subscription:
         self.items.clear()
         self.index.clear()
         self.preloaded = 0
+        if self.interval:
+            self.outbox.timed -= 1
+            self.interval = 0.0
         self.transport_holds(0)
         if self.full:
             self.full = False
@@ -246,6 +257,7 @@ class Subscription:
 
     def _rose(self, depth: int, now: float) -> None:
         self.rise_at = _NEVER
+        self.needs_settle = True
         self.slow.entered(now)
         self._watch.add(self)
         self.flow.depth_rose(depth)

@@ -69,6 +69,7 @@ class ClientSession:
         )
         self.closing = False
         self._transport = ws.transport
+        self._protocol = ws.protocol
         self._abuse: deque[float] = deque()
         self._abort_handle: asyncio.TimerHandle | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -88,8 +89,8 @@ class ClientSession:
     def flush(self) -> None:
         """Write this connection's next batch in one transport call."""
         outbox = self.outbox
-        batch = outbox.take_batch(self.loop.time())
-        if batch and self.ws.protocol.state is OPEN:
+        batch = outbox.take_batch(self.loop.time() if outbox.timed else 0.0)
+        if batch and self._protocol.state is OPEN:
             transport = self._transport
             transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
             outbox.written(transport.get_write_buffer_size())
