@@ -25,6 +25,7 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
     SLOW_CONSUMER = 4008
     RATE_LIMITED = 4029
@@ -47,6 +48,7 @@ CLOSE_CODES: dict[CloseCode, CloseCodeInfo] = {
         CloseCodeInfo(CloseCode.GOING_AWAY, "server shutting down", True, "normal"),
         CloseCodeInfo(CloseCode.POLICY_VIOLATION, "policy violation", False, "none"),
         CloseCodeInfo(CloseCode.MESSAGE_TOO_BIG, "frame too large", True, "normal"),
+        CloseCodeInfo(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", True, "normal"),
         CloseCodeInfo(CloseCode.TRY_AGAIN_LATER, "server overloaded", True, "long"),
         CloseCodeInfo(CloseCode.SLOW_CONSUMER, "slow consumer", True, "long"),
         CloseCodeInfo(CloseCode.RATE_LIMITED, "rate limited", True, "long"),

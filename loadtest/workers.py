@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import resource
@@ -113,6 +114,10 @@ def worker_entry(plan: WorkerPlan, conn: Connection, board: Board) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # Thousands of long-lived connections make the default cyclic GC rescan
+    # them constantly; the client must not be what limits connect rates.
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 1000)
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
 from collections import deque
@@ -70,12 +71,14 @@ class ClientSession:
         self.closing = False
         self._transport = ws.transport
         self._protocol = ws.protocol
-        self._abuse: deque[float] = deque()
+        self._abuse: deque[float] | None = None  # created on the first bad frame
         self._abort_handle: asyncio.TimerHandle | None = None
         self._drained: asyncio.Future[None] | None = None
         self._run_task: asyncio.Task[object] | None = None
         self._rate_timer: asyncio.TimerHandle | None = None
-        self._blocked_on: set[str] = set()
+        self._blocked_on: set[str] | None = None  # created on the first blocked publish
+        self.last_ping = self.connected_mono
+        self._ping: bytes | None = None
         self._lost = False
 
     # --- writing -----------------------------------------------------------
@@ -172,6 +175,8 @@ class ClientSession:
         if rejected.code in ABUSE_ERROR_CODES:
             now = self.loop.time()
             abuse = self._abuse
+            if abuse is None:
+                abuse = self._abuse = deque()
             abuse.append(now)
             while abuse and abuse[0] < now - ABUSE_WINDOW:
                 abuse.popleft()
@@ -275,6 +280,8 @@ class ClientSession:
 
     def channel_blocked(self, channel: Channel) -> None:
         """This client's publish waits for room: tell it, and stop reading its frames."""
+        if self._blocked_on is None:
+            self._blocked_on = set()
         if channel.name not in self._blocked_on:
             self._blocked_on.add(channel.name)
             size = channel.policy.queue_size
@@ -283,9 +290,30 @@ class ClientSession:
             )
 
     def channel_unblocked(self, channel: Channel) -> None:
-        if channel.name in self._blocked_on:
+        if self._blocked_on is not None and channel.name in self._blocked_on:
             self._blocked_on.discard(channel.name)
             self.send(events.flow_resume(channel.name, dropped=0))
+
+    # --- keepalive -------------------------------------------------------------
+
+    def keepalive(self, now: float) -> None:
+        """Ping the client; if the previous ping is still unanswered, it is gone: close.
+
+        The ping goes through websockets' own bookkeeping (`pending_pings`), so
+        the pong is matched and `ws.latency` measured as with its keepalive.
+        """
+        self.last_ping = now
+        ws = self.ws
+        if self.closing or self._protocol.state is not OPEN:
+            return
+        if self._ping is not None and self._ping in ws.pending_pings:
+            self.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", flush=False)
+            return
+        data = os.urandom(4)
+        ws.pending_pings[data] = (self.loop.create_future(), now)
+        self._protocol.send_ping(data)
+        ws.send_data()
+        self._ping = data
 
     # --- closing -------------------------------------------------------------
 

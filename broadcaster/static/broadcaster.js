@@ -27,6 +27,7 @@ export const CLOSE_POLICY = Object.freeze({
   1001: "normal",
   1008: "none",
   1009: "normal",
+  1011: "normal",
   1013: "long",
   4008: "long",
   4029: "long",

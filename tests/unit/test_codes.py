@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from broadcaster.codes import ABUSE_ERROR_CODES, CLOSE_CODES, CloseCode, ErrorCode
 
-PROTOCOL_CLOSE_CODES = {1000, 1001, 1008, 1009, 1013, 4008, 4029}
+PROTOCOL_CLOSE_CODES = {1000, 1001, 1008, 1009, 1011, 1013, 4008, 4029}
 PROTOCOL_ERROR_CODES = {
     "invalid_json",
     "invalid_message",
