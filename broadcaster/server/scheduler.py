@@ -9,13 +9,13 @@ cost of a write is paid per connection per iteration, not per message.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["FlushScheduler", "Flushable"]
 
 
 class Flushable(Protocol):
-    def flush(self) -> None: ...
+    def flush(self, _outbox: Any = None) -> None: ...
 
 
 class FlushScheduler:
@@ -26,7 +26,8 @@ class FlushScheduler:
         self._pending: list[Flushable] = []
         self._armed = False
 
-    def schedule(self, target: Flushable) -> None:
+    def schedule(self, target: Flushable, _outbox: object = None) -> None:
+        """Flush `target` at the end of this iteration (`_outbox`: the caller's, unused)."""
         self._pending.append(target)
         if not self._armed:
             self._armed = True
