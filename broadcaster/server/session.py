@@ -77,6 +77,8 @@ class ClientSession:
         self.closing = False
         self._transport = ws.transport
         self._protocol = ws.protocol
+        self._open = True
+        """The WebSocket is OPEN: data frames may be written (kept by the events that end it)."""
         self._abuse: deque[float] | None = None  # created on the first bad frame
         self._abort_handle: asyncio.TimerHandle | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -93,7 +95,7 @@ class ClientSession:
         """Write this connection's next batch in one transport call."""
         outbox = self.outbox
         batch = outbox.take_batch(self.loop.time() if outbox.timed else 0.0)
-        if batch and self._protocol.state is OPEN:
+        if batch and self._open:
             transport = self._transport
             transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
             outbox.written(transport.get_write_buffer_size())
@@ -328,6 +330,7 @@ class ClientSession:
         self.closing = True
         if flush:
             self.flush()
+        self._open = False
         self.app.hub.drop(self.outbox)
         ws = self.ws
         if ws.protocol.state is OPEN:
@@ -378,9 +381,14 @@ class ClientSession:
             self._abort_handle = None
         self._release()
 
+    def closing_handshake(self) -> None:
+        """The client started the closing handshake: write no more data frames."""
+        self._open = False
+
     def _release(self) -> None:
         """Free everything held for this client and stop reading from it (idempotent)."""
         self.closing = True
+        self._open = False
         self.app.hub.drop(self.outbox)
         self.app.forget(self)
         self._stop_reading()

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
 
 __all__ = ["BroadcasterConnection", "ConnectionEvents", "frame_text"]
 
@@ -39,6 +40,8 @@ class ConnectionEvents(Protocol):
     def transport_drained(self) -> None: ...
 
     def connection_lost(self) -> None: ...
+
+    def closing_handshake(self) -> None: ...
 
 
 class BroadcasterConnection(ServerConnection):
@@ -66,6 +69,13 @@ class BroadcasterConnection(ServerConnection):
         super().connection_lost(exc)
         if self.session is not None:
             self.session.connection_lost()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # A close frame from the client ends the OPEN state here: the session
+        # must not write data frames after websockets answered it.
+        if self.session is not None and self.protocol.state is not OPEN:
+            self.session.closing_handshake()
 
 
 def connection_class(send_buffer: int) -> type[BroadcasterConnection]:
