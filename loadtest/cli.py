@@ -169,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         "baseline-queue, trivial, broadcaster",
     )
     run.add_argument("--server-pid", type=int, help="pid to sample CPU/RSS of a --url target")
+    run.add_argument(
+        "--subscribe-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another node of a cluster (repeatable): subscribers spread over --url and these, "
+        "publishers use --url",
+    )
 
     cmp = sub.add_parser("compare", help="run a scenario against several targets, interleaved")
     _add_scenario_flags(cmp)
@@ -209,10 +217,17 @@ def _cmd_list() -> int:
 
 def _cmd_run(args: argparse.Namespace, scenario: Scenario) -> int:
     spec: TargetSpec = parse_target(args.url if args.url else args.server)
+    for extra in args.subscribe_url:
+        if parse_target(extra).url is None:
+            raise SystemExit(f"--subscribe-url takes ws://127.0.0.1:PORT/ws, got {extra!r}")
+    if args.subscribe_url and scenario.processes < 1 + len(args.subscribe_url):
+        # One worker process per node at least, so every node gets subscribers.
+        scenario = scenario.override(processes=1 + len(args.subscribe_url))
     options = RunOptions(
         pin=args.pin,
         progress=args.progress or sys.stderr.isatty(),
         server_pid=args.server_pid,
+        subscribe_urls=tuple(args.subscribe_url),
     )
     result = _run_async(run_scenario(scenario, spec, options))
     print(render_table(result))

@@ -43,6 +43,10 @@ class RunOptions:
     server_pid: int | None = None
     """Pid to sample for a ``--url`` target (CPU/RSS), if known."""
     label: str | None = None
+    subscribe_urls: tuple[str, ...] = ()
+    """More nodes of a cluster: subscriber workers connect round-robin over the target's
+    URL and these, publishers to the target's URL only (publish on one node, subscribe
+    on all)."""
 
 
 def raise_fd_limit() -> None:
@@ -60,14 +64,17 @@ def pin_self(core: int = 1) -> bool:
     return True
 
 
-def _plans(scenario: Scenario, url: str, connect_wait: float) -> list[WorkerPlan]:
+def _plans(
+    scenario: Scenario, url: str, connect_wait: float, more_urls: tuple[str, ...] = ()
+) -> list[WorkerPlan]:
     specs = scenario.subscriber_specs()
+    urls = (url, *more_urls)
     workers = max(1, min(scenario.processes, len(specs) or 1))
     lifetime = connect_wait + scenario.duration + scenario.drain + 180.0
     return [
         WorkerPlan(
             worker=w,
-            url=url,
+            url=urls[w % len(urls)],
             client=scenario.client,
             idle=scenario.idle,
             subscribers=tuple(s for s in specs if s.worker % workers == w),
@@ -143,8 +150,9 @@ async def run_scenario(
         data.sampler = sampler
         sampler.start()
         data.rss_marks["before_connect"] = _rss(sampler)
-        board = Board(len(_plans(scenario, target.url, connect_wait)), scenario.channels)
-        pool = WorkerPool(_plans(scenario, target.url, connect_wait), board)
+        plans = _plans(scenario, target.url, connect_wait, options.subscribe_urls)
+        board = Board(len(plans), scenario.channels)
+        pool = WorkerPool(plans, board)
         stalled: list[StalledClient] = []
         side_tasks: list[asyncio.Task[None]] = []
         try:

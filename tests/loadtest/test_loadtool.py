@@ -22,10 +22,12 @@ from loadtest.accounting import SubscriberRecord, Timeline
 from loadtest.cli import build_parser, scenario_from_args
 from loadtest.histogram import Histogram, bucket_of, lower_bound_of
 from loadtest.report import RESULT_FIELDS, check_accounting
-from loadtest.runner import run_scenario
+from loadtest.runner import RunOptions, run_scenario
 from loadtest.scenarios import PRESETS, Scenario, get_scenario
 from loadtest.stalled import TCP_ESTABLISHED, open_stalled, receive_queue_bytes, tcp_state
 from loadtest.targets import TargetSpec, broadcaster_config, parse_target, start_target
+from tests.conftest import StartServer
+from tests.support.redis_server import RedisServer, redis_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -311,3 +313,24 @@ def test_cli_compare_writes_json_and_plots(tmp_path: Path) -> None:
         "trivial-r1-latency.png",
         "trivial-r1-server.png",
     ]
+
+
+async def test_tool_drives_a_cluster_publishing_on_one_node_subscribing_on_all(
+    redis_server: RedisServer, serve: StartServer
+) -> None:
+    """With --subscribe-url, subscribers spread over every node and see one gap-free stream."""
+    nodes = [await serve(redis_toml(redis_server.url)) for _ in range(3)]
+    urls = tuple(node.url for node in nodes)
+    result = await run_scenario(
+        short(subscribers=6, processes=3),
+        parse_target(urls[0]),
+        RunOptions(subscribe_urls=urls[1:]),
+    )
+    subs = result["per_subscriber"]
+    assert len(subs) == 6
+    assert all(s["subscribed"] and s["connected"] for s in subs)
+    assert result["accounting"]["failed"] == 0
+    assert result["drops"]["gap_missed"] == 0
+    for node in nodes:
+        delivered = sum(ch.counters.delivered for ch in node.hub.channels.values())
+        assert delivered > 0, "every node had subscribers and delivered to them"
