@@ -229,8 +229,9 @@ class Outbox:
         if self.closed:
             return
         seg_subs = self._seg_subs
-        if unsent > 0:
+        if unsent > 0 and not self.blocked:
             self.blocked = True
+            self._pressure()
         if len(seg_subs) == 1 and unsent == 0:
             # The common case: one subscription's messages, all taken by the kernel.
             sub = seg_subs[0]
@@ -262,6 +263,7 @@ class Outbox:
         if self.closed:
             return
         self.blocked = False
+        self._pressure()
         for sub in self.subscriptions.values():
             held = sub.in_transport
             if held:
@@ -289,6 +291,13 @@ class Outbox:
             self.schedule()
         else:
             self.armed = not self.blocked
+
+    def _pressure(self) -> None:
+        """Tell conflate subscriptions whether the connection can take bytes now."""
+        on = not self.writable
+        for sub in self.subscriptions.values():
+            if sub.conflates:
+                sub.set_pressure(on)
 
     def _rotate(self, served: list[Subscription]) -> None:
         """Move the subscriptions just served behind the others, so none starves the rest."""

@@ -195,8 +195,11 @@ class Conflate:
         items = queue.items
         index = queue.index
         if not queue.indexed:
+            # Index what queued without conflation (the index is empty then).
+            # A key queued twice gets its slot on the later entry, so a
+            # replacement can never overtake an older message of its key.
             for queued in itertools.islice(items, queue.preloaded, None):
-                if queued.key is not None and queued.key not in index:
+                if queued.key is not None:
                     index[queued.key] = [queued, queued]
             queue.indexed = True
         key = message.key

@@ -52,6 +52,7 @@ class Subscription:
         "blocking",
         "capacity",
         "channel",
+        "conflates",
         "created",
         "delivered",
         "dropped",
@@ -70,6 +71,7 @@ class Subscription:
         "next_due",
         "outbox",
         "preloaded",
+        "pressure",
         "queue_size",
         "rise_at",
         "rule",
@@ -122,8 +124,14 @@ class Subscription:
         self.dropped_since_resume = 0
         self.in_transport = 0
         self.capacity = self.queue_size
-        self.strategy_limit = self.rule.fast_limit(self.capacity)
-        self.fast_limit = min(self.strategy_limit, self.flush_at)
+        # Rate-capped subscriptions conflate between sends whatever the transport does.
+        self.conflates = isinstance(self.rule, Conflate) and not self.interval
+        self.pressure = not outbox.writable
+        """The connection cannot take bytes now (its transport holds unsent ones):
+        a conflate queue conflates only then."""
+        self.strategy_limit = 0
+        self.fast_limit = 0
+        self._limits()
         self.flow = FlowControl(
             high=policy.high, low=policy.low, on_pause=self._paused, on_resume=self._resumed
         )
@@ -168,6 +176,10 @@ class Subscription:
             reason = self.rule.offer(self, message)
             if reason is not None:
                 self._dropped(reason)
+            if self.conflates and not self.pressure and self.index:
+                # A full queue started conflating without pressure: from now on
+                # every push goes through the index until it empties again.
+                self._limits()
         if self.blocking and not self.full and len(items) + self.in_transport >= self.queue_size:
             self.full = True
             self.needs_settle = True
@@ -212,14 +224,55 @@ class Subscription:
             self.preloaded = max(0, self.preloaded - count)
         if not self.items:
             self.indexed = False
-            self.index.clear()
+            if self.index:
+                self.index.clear()
+                if self.conflates:
+                    self._limits()
 
     def transport_holds(self, count: int) -> None:
         """`count` of this subscription's messages sit in the transport, not yet in the kernel."""
         self.in_transport = count
         if self.rule.shrinks_with_transport:
             self.capacity = max(0, self.queue_size - count)
-        self.strategy_limit = self.rule.fast_limit(self.capacity)
+        self._limits()
+
+    def set_pressure(self, pressure: bool) -> None:
+        """The connection's transport started (or stopped) holding unsent bytes.
+
+        A conflate subscription conflates only under pressure (or when its
+        queue is full): while its socket takes bytes it keeps up and receives
+        every message, bursts included. Invariant: outside conflation the index
+        is empty, so plain appends can never overtake a slot of their key.
+        """
+        if pressure != self.pressure:
+            self.pressure = pressure
+            if not pressure:
+                if self.index:
+                    self._settle_slots()
+                # Plain appends follow; the next backlog indexes the queue afresh.
+                self.indexed = False
+            self._limits()
+
+    def _settle_slots(self) -> None:
+        """Put each conflation slot's newest message in its placeholder's place.
+
+        Done when pressure ends, so the queue is plain again and the next
+        backlog indexes it from scratch (a rare step: O(queue)).
+        """
+        index = self.index
+        resolved: deque[Message] = deque()
+        for entry in self.items:
+            slot = index.get(entry.key) if entry.key is not None else None
+            resolved.append(slot[1] if slot is not None and slot[0] is entry else entry)
+        self.items = resolved
+        index.clear()
+        self.indexed = False
+
+    def _limits(self) -> None:
+        if self.conflates and not self.pressure and not self.index:
+            self.strategy_limit = self.capacity  # keeping up: no conflation
+        else:
+            self.strategy_limit = self.rule.fast_limit(self.capacity)
         self.fast_limit = min(self.strategy_limit, self.flush_at)
 
     def settle(self) -> None:

@@ -55,7 +55,14 @@ async def test_stalled_client_on_conflate_channel_gets_latest_value_of_every_key
     assert channel.counters.dropped[DropReason.CONFLATED] > 0
 
     total = len(SYMBOLS) * 100
-    events = await stalled.read_until(lambda evs: any(e.get("seq") == total for e in evs))
+
+    def every_latest_value_arrived(evs: list[dict[str, Any]]) -> bool:
+        latest = {
+            e["data"]["symbol"] for e in evs if e.get("event") == "message" and e["data"]["v"] == 99
+        }
+        return len(latest) == len(SYMBOLS)
+
+    events = await stalled.read_until(every_latest_value_arrived)
     messages = [e for e in events if e.get("event") == "message"]
     tail = messages[-len(SYMBOLS) :]
     assert sorted(m["data"]["symbol"] for m in tail) == SYMBOLS, "each symbol exactly once"

@@ -69,19 +69,40 @@ def flow_events(events: list[Event]) -> list[Event]:
 class Connection:
     """One connection's outbox, with the adapter's write sequence as methods."""
 
-    def __init__(self, hub: Hub, conn_id: int, *, budget: int = DEFAULT_WRITE_BUDGET) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        conn_id: int,
+        *,
+        budget: int = DEFAULT_WRITE_BUDGET,
+        writable: bool = False,
+    ) -> None:
+        """`writable`: the adapter may write immediately (a burst near the watermark is
+        written at once and kept for the next `take`); without it the transport
+        takes bytes only when the test flushes, so the connection is under pressure."""
         self.schedules = 0
-        self.outbox = Outbox(conn_id, on_schedule=self._on_schedule, budget=budget)
+        self.outbox = Outbox(
+            conn_id,
+            on_schedule=self._on_schedule,
+            write_now=self._write_now if writable else None,
+            budget=budget,
+        )
         self.last_frames: list[bytes] = []
+        self.written_early: list[bytes] = []
         hub.add_outbox(self.outbox)
+
+    def _write_now(self, outbox: Outbox) -> None:
+        self.written_early += outbox.take_batch()
+        outbox.written(0)
 
     def _on_schedule(self, _outbox: Outbox) -> None:
         self.schedules += 1
 
     def take(self) -> list[Event]:
         """Take the next batch without reporting the write yet."""
+        early, self.written_early = self.written_early, []
         self.last_frames = self.outbox.take_batch()
-        return decode(self.last_frames)
+        return decode(early + self.last_frames)
 
     def flush(self, unsent: int = 0) -> list[Event]:
         """Take a batch and report that the transport kept `unsent` bytes of it."""
@@ -119,11 +140,12 @@ class Rig:
         name: str = "c",
         epoch: str = "epoch-1",
         share: Rig | None = None,
+        writable: bool = False,
     ) -> None:
         """`share`: subscribe the connection of that rig (same hub) to channel `name` instead."""
         if share is None:
             self.hub = Hub(PolicyTable(policy or ChannelPolicy()), epoch=epoch)
-            self.conn = Connection(self.hub, 1, budget=budget)
+            self.conn = Connection(self.hub, 1, budget=budget, writable=writable)
         else:
             self.hub, self.conn = share.hub, share.conn
         channel = self.hub.channel(name)

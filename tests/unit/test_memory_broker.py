@@ -100,6 +100,8 @@ async def test_published_message_gets_its_conflation_key() -> None:
     """On a conflate channel the message's key is read from its data."""
     broker = broker_for(Clock())
     rig = Rig(ChannelPolicy(strategy=Strategy.CONFLATE, conflate_key="symbol"))
+    rig.conn.take()
+    rig.outbox.written(1)  # the transport is backed up: the queue conflates
     await broker.publish(rig.channel, {"symbol": "AAPL"})
     await broker.publish(rig.channel, {"symbol": "AAPL"})
     assert rig.sub.items[0].key == "AAPL"

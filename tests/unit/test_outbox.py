@@ -361,11 +361,15 @@ def test_closed_outbox_ignores_control_and_transport_events() -> None:
 
 def test_conflate_push_between_take_and_written_is_not_duplicated() -> None:
     """A key updated between a batch being taken and written is delivered once, newest."""
-    rig = Rig(ChannelPolicy(strategy=Strategy.CONFLATE, conflate_key="key", queue_size=8))
+    rig = Rig(
+        ChannelPolicy(strategy=Strategy.CONFLATE, conflate_key="key", queue_size=8),
+        writable=True,
+    )
     rig.publish_keys("A", "B")
     rig.conn.take()  # queue now empty, write not yet reported
-    rig.publish_keys("A", "A")  # seqs 3 and 4
-    rig.outbox.written(0)
-    seqs = data_seqs(rig.flush())
-    assert seqs == [4]
-    assert rig.sub.delivered + rig.sub.dropped == 4
+    rig.publish_keys("A", "A")  # seqs 3 and 4, not conflated: no pressure
+    rig.outbox.written(1)  # now the transport kept bytes: pressure from here on
+    rig.publish_keys("A")  # seq 5 replaces 4 in its slot
+    seqs = data_seqs(rig.drain())
+    assert seqs == [3, 5]
+    assert rig.sub.delivered + rig.sub.dropped == 5

@@ -9,15 +9,31 @@ from broadcaster.core.strategies import DropReason, Strategy
 from tests.unit.support import Rig, data_seqs, flow_events, make_message
 
 
-def conflate_rig(queue_size: int = 8, fallback: Strategy = Strategy.DROP_OLDEST) -> Rig:
-    """A rig whose channel conflates on `data.key`."""
+def conflate_rig(
+    queue_size: int = 8, fallback: Strategy = Strategy.DROP_OLDEST, *, pressure: bool = True
+) -> Rig:
+    # Without pressure the connection is writable (the adapter can write at once).
+    """A rig whose channel conflates on `data.key`; by default its transport is backed up.
+
+    Conflation happens only under pressure (the transport holds unsent bytes):
+    `squeeze` puts the connection there, `rig.drain()` lets it read everything.
+    """
     policy = ChannelPolicy(
         strategy=Strategy.CONFLATE,
         conflate_key="key",
         conflate_fallback=fallback,
         queue_size=queue_size,
     )
-    return Rig(policy)
+    rig = Rig(policy, writable=not pressure)
+    if pressure:
+        squeeze(rig)
+    return rig
+
+
+def squeeze(rig: Rig) -> None:
+    """The transport kept bytes of the last write: the connection is under pressure."""
+    rig.conn.take()
+    rig.outbox.written(1)
 
 
 # --- the fast path ----------------------------------------------------------
@@ -110,27 +126,38 @@ def test_conflate_delivers_the_newer_seq_in_the_first_slot() -> None:
     """A key that updates often keeps its place: first-seen order, newest data."""
     rig = conflate_rig()
     rig.publish_keys("A", "B", "A", "C", "A")
-    events = rig.flush()
+    events = rig.drain()
     assert [(e["data"]["key"], e["seq"]) for e in events] == [("A", 5), ("B", 2), ("C", 4)]
 
 
 def test_conflate_without_backlog_does_not_conflate() -> None:
-    """Once a key's message was taken, the next one of that key is queued, not merged."""
-    rig = conflate_rig()
+    """A subscriber whose socket takes bytes gets every message, bursts of one key included."""
+    rig = conflate_rig(pressure=False)
+    rig.publish_keys("A", "A", "A")
+    assert data_seqs(rig.flush()) == [1, 2, 3]
     rig.publish_keys("A")
-    assert data_seqs(rig.flush()) == [1]
-    rig.publish_keys("A")
-    assert data_seqs(rig.flush()) == [2]
+    assert data_seqs(rig.flush()) == [4]
     assert rig.sub.dropped == 0
+
+
+def test_conflate_starts_under_pressure_and_stops_when_the_transport_drains() -> None:
+    """Conflation switches on when the transport backs up and off when it has drained."""
+    rig = conflate_rig(pressure=False)
+    squeeze(rig)
+    rig.publish_keys("A", "A")
+    assert data_seqs(rig.drain()) == [2]
+    rig.publish_keys("A", "A")
+    assert data_seqs(rig.flush()) == [3, 4]
 
 
 def test_conflate_reindexes_after_the_queue_emptied() -> None:
     """Conflation works again on a new backlog after the queue was emptied."""
     rig = conflate_rig()
     rig.publish_keys("A", "A")
-    rig.flush()
+    rig.drain()
+    squeeze(rig)
     rig.publish_keys("B", "B")
-    assert data_seqs(rig.flush()) == [4]
+    assert data_seqs(rig.drain()) == [4]
 
 
 def test_conflate_keyless_messages_follow_drop_oldest_by_default() -> None:
@@ -204,7 +231,7 @@ def test_conflate_preload_then_live_keeps_per_key_order() -> None:
     rig.sub.preload(recovered, 0.0)
     rig.seq = 3
     rig.publish_keys("A")
-    events = rig.flush()
+    events = rig.drain()
     seqs_of_a = [e["seq"] for e in events if e["data"]["key"] == "A"]
     assert seqs_of_a == sorted(seqs_of_a)
     assert len(set(seqs_of_a)) == len(seqs_of_a)
@@ -216,7 +243,7 @@ def test_conflate_never_conflates_preloaded_messages() -> None:
     rig.sub.preload([make_message("c", 1, key="A")], 0.0)
     rig.seq = 1
     rig.publish_keys("A")
-    assert data_seqs(rig.flush()) == [1, 2]
+    assert data_seqs(rig.drain()) == [1, 2]
     assert rig.sub.dropped == 0
 
 
