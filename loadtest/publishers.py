@@ -38,10 +38,14 @@ def pad_for(size: int, channel: str) -> str:
             "event": "message",
             "channel": channel,
             "seq": 1_000_000,
-            "data": {"t": time.time_ns(), "pad": ""},
+            "data": {"t": time.time_ns(), "k": KEYS - 1, "pad": ""},
         }
     )
     return "x" * max(0, size - len(sample))
+
+
+KEYS = 50
+"""Messages carry `"k": 0..KEYS-1` round-robin, a conflation key like a ticker's symbol."""
 
 
 @dataclass
@@ -134,7 +138,7 @@ class Publisher:
                 "op": "publish",
                 "channel": self.channel.name,
                 "id": self.next_id,
-                "data": {"t": time.time_ns(), "pad": self.pad},
+                "data": {"t": time.time_ns(), "k": self.next_id % KEYS, "pad": self.pad},
             }
         )
 

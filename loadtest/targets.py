@@ -159,6 +159,8 @@ def broadcaster_config(scenario: Scenario, port: int) -> str:
         f"high_watermark = {high}",
         f"low_watermark = {low}",
         f"slow_consumer_timeout = {float(scenario.slow_consumer_timeout)}",
+        # Publishers send `"k"` (50 keys round-robin): the key of conflate channels.
+        'conflate_key = "k"',
     ]
     if len(scenario.strategies) > 1:
         for i, name in enumerate(scenario.channel_names):
