@@ -8,7 +8,10 @@ Three things are added to `ServerConnection`, nothing is parsed by hand:
   as soon as the kernel refuses bytes and `resume_writing` when the buffer is
   empty again: the writer hands data to the transport only when it is empty;
 - those two events, and the loss of the connection, are forwarded to the
-  session that owns the connection.
+  session that owns the connection;
+- the admission ticket of the handshake (server/handshake.py) is held by the
+  connection and released when the TCP connection is lost, so the
+  connection counts stay right even for handshakes that never complete.
 
 `frame_text` builds a server-to-client text frame with websockets' own frame
 serializer; server frames are unmasked and compression is off, so the same
@@ -41,6 +44,12 @@ class ConnectionEvents(Protocol):
     def connection_lost(self) -> None: ...
 
 
+class Releasable(Protocol):
+    """A place this connection holds (an admission ticket), given back when it is lost."""
+
+    def release(self) -> None: ...
+
+
 class BroadcasterConnection(ServerConnection):
     """A server connection that caps its socket buffer and reports transport events."""
 
@@ -48,6 +57,11 @@ class BroadcasterConnection(ServerConnection):
     """SO_SNDBUF in bytes for accepted sockets (0 leaves the kernel's autotuning)."""
 
     session: ConnectionEvents | None = None
+    ticket: Releasable | None = None
+
+    def hold(self, ticket: Releasable) -> None:
+        """Keep `ticket` until the TCP connection is lost."""
+        self.ticket = ticket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.send_buffer:
@@ -57,12 +71,34 @@ class BroadcasterConnection(ServerConnection):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         super().connection_made(transport)
 
+    _empty_pause = False
+
+    def pause_writing(self) -> None:
+        # asyncio's and uvloop's SSL transports compare `size >= high`, so with
+        # limits (0, 0) they pause the protocol after every write even when all
+        # of it reached the socket, and resume only at the transport's next
+        # event. websockets' drain() (its pings, its close) would then wait for
+        # traffic that may never come, and a dead TLS peer would never hit the
+        # ping timeout. Such a pause (nothing buffered) is noted, not obeyed; the
+        # session's writer looks at get_write_buffer_size() anyway.
+        transport = getattr(self, "transport", None)  # unset during connection_made
+        if transport is not None and transport.get_write_buffer_size() == 0:
+            self._empty_pause = True
+            return
+        super().pause_writing()
+
     def resume_writing(self) -> None:
-        super().resume_writing()
+        if self._empty_pause:
+            self._empty_pause = False
+        else:
+            super().resume_writing()
         if self.session is not None:
             self.session.transport_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:
+            ticket.release()
         super().connection_lost(exc)
         if self.session is not None:
             self.session.connection_lost()
