@@ -183,6 +183,9 @@ class LimitsConfig:
     """Seconds in Retry-After when a count (or overload) refuses a handshake."""
     max_subscriptions: int = 128
     """Subscriptions per connection; the extra `subscribe` gets `forbidden`."""
+    max_channels: int = 100_000
+    """Channels this process holds (they live as long as it does, about 1 KB each);
+    a subscribe or publish that would create one more gets `forbidden`."""
     publish_rate: float = 0.0
     """Publishes per second per connection (a token bucket); over: error `rate_limited`."""
     publish_burst: float = 0.0
@@ -409,6 +412,7 @@ _LIMITS_KEYS: dict[str, type | tuple[type, ...]] = {
     "exempt_networks": list,
     "retry_after": (int, float),
     "max_subscriptions": int,
+    "max_channels": int,
     "publish_rate": (int, float),
     "publish_burst": (int, float),
     "rate_limit_strikes": int,
@@ -682,7 +686,7 @@ def _limits(values: dict[str, Any], at: Callable[[str], str]) -> LimitsConfig:
     def fail(key: str, expected: str) -> ConfigError:
         return ConfigError(at(key), f"[limits] {key}", expected, values[key])
 
-    for key in ("max_connections", "connections_per_ip", "max_subscriptions"):
+    for key in ("max_connections", "connections_per_ip", "max_subscriptions", "max_channels"):
         if values.get(key, 0) < 0:
             raise fail(key, "an integer >= 0 (0 = no limit)")
     for key in ("connection_rate", "publish_rate", "max_loop_lag", "shed_after"):

@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Authenticator", "Grant", "TokenRejected", "public_key_problem"]
 
-# Claims whose presence PyJWT must check; the rest are validated here.
+# Claims whose presence PyJWT must check; the rest are validated here. `exp` is
+# compared here, not by PyJWT: PyJWT truncates it to whole seconds and reads
+# its own clock, while a connection's expiry timer wants the exact instant.
 _REQUIRED = ["exp"]
 # Most patterns a token may carry per claim: a token is input like any other.
 MAX_PATTERNS = 256
@@ -146,16 +148,18 @@ class Authenticator:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": _REQUIRED, "verify_aud": self.audience is not None},
+                options={
+                    "require": _REQUIRED,
+                    "verify_exp": False,
+                    "verify_aud": self.audience is not None,
+                },
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenRejected("token expired", expired=True) from None
         except jwt.InvalidTokenError as exc:
             raise TokenRejected(f"invalid token: {exc}") from None
         exp = claims["exp"]
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             raise TokenRejected("invalid token: 'exp' must be a number")
-        if exp + self.leeway <= now:  # PyJWT read its own clock; `now` is the server's
+        if exp + self.leeway <= now:
             raise TokenRejected("token expired", expired=True)
         subject = claims.get("sub")
         if subject is not None and not isinstance(subject, str):

@@ -43,6 +43,7 @@ from broadcaster.errors import (
     ConfigError,
     InvalidPublish,
     ServerStateError,
+    TooManyChannels,
     UnknownChannel,
 )
 from broadcaster.metrics import CONTENT_TYPE, Metrics
@@ -360,6 +361,7 @@ class Broadcaster:
         problem = validate_channel(channel)
         if problem:
             raise InvalidPublish(problem)
+        self.check_new_channel(channel)
         target = self.hub.channel(channel)
         if target is None:
             raise UnknownChannel(
@@ -386,6 +388,17 @@ class Broadcaster:
                 if publisher is not None:
                     publisher.channel_unblocked(target)
         return await self.broker.publish(target, data)
+
+    def check_new_channel(self, name: str) -> None:
+        """Raise TooManyChannels (counted) if `name` would be one channel too many."""
+        cap = self.config.limits.max_channels
+        channels = self.hub.channels
+        if cap and len(channels) >= cap and name not in channels and not is_system(name):
+            self.metrics.refused("max_channels")
+            raise TooManyChannels(
+                f"channel {name!r} does not exist and this server holds {cap} channels, "
+                "the most allowed ([limits] max_channels)"
+            )
 
     # --- connections --------------------------------------------------------------
 

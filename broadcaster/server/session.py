@@ -42,7 +42,7 @@ from broadcaster.core.ops import (
 )
 from broadcaster.core.outbox import Outbox
 from broadcaster.core.policy import ChannelPolicy
-from broadcaster.errors import PublishError
+from broadcaster.errors import PublishError, TooManyChannels
 from broadcaster.security.access import (
     refuse_publish,
     refuse_subscribe,
@@ -237,7 +237,8 @@ class ClientSession:
         try:
             seq = await self.app.publish(op.channel, op.data, publisher=self)
         except PublishError as exc:
-            if exc.code in _REFUSED_PUBLISH_CODES:
+            # TooManyChannels is counted where it is raised (every publish path).
+            if exc.code in _REFUSED_PUBLISH_CODES and not isinstance(exc, TooManyChannels):
                 self.app.metrics.refused(exc.code)
             extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
             self.send(events.error(exc.code, str(exc), op.id, **extra))
@@ -341,6 +342,11 @@ class ClientSession:
             refusal = None if policy is None else refuse_subscribe(policy, name, self.grant)
         if refusal is not None:
             self._forbidden(refusal, op.id)
+            return False
+        try:
+            app.check_new_channel(name)
+        except TooManyChannels as exc:
+            self.send(events.error(ErrorCode.FORBIDDEN, str(exc), op.id))
             return False
         cap = app.config.limits.max_subscriptions
         if cap and len(self.outbox.subscriptions) >= cap:
