@@ -74,13 +74,14 @@ class BroadcasterConnection(ServerConnection):
     _empty_pause = False
 
     def pause_writing(self) -> None:
-        # asyncio's and uvloop's SSL transports compare `size >= high`, so with
-        # limits (0, 0) they pause the protocol after every write even when all
-        # of it reached the socket, and resume only at the transport's next
-        # event. websockets' drain() (its pings, its close) would then wait for
-        # traffic that may never come, and a dead TLS peer would never hit the
-        # ping timeout. Such a pause (nothing buffered) is noted, not obeyed; the
-        # session's writer looks at get_write_buffer_size() anyway.
+        # asyncio's and uvloop's SSL transports compare `size >= high`: with
+        # limits (0, 0) every write or read flips them between paused and
+        # resumed, even with nothing buffered. websockets' drain() (after its
+        # keepalive ping, its close) would then wait, one time in two, for
+        # traffic that may never come, and a silent TLS peer would never hit
+        # the ping timeout (tests/integration/test_tls.py). Such a pause
+        # (nothing buffered) is noted, not obeyed; the session's writer reads
+        # get_write_buffer_size() after each write anyway.
         transport = getattr(self, "transport", None)  # unset during connection_made
         if transport is not None and transport.get_write_buffer_size() == 0:
             self._empty_pause = True

@@ -95,7 +95,6 @@ publish = "token"
     assert await client.recv() == {"event": "authenticated", "id": "a"}
     await client.subscribe("private.x")
     # A token signed with another key pair is refused.
-    (tmp_path / "other").mkdir()
     other = rsa_keys(tmp_path / "other")
     async with connect(rs.url) as ws:
         await ws.send('{"op": "auth", "id": 1, "token": "' + other.sign(subscribe=["*"]) + '"}')

@@ -76,6 +76,8 @@ class RsaKeys:
 
 
 def rsa_keys(directory: Path) -> RsaKeys:
+    """A new RSA key pair; the public key is written to `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_file = directory / "jwt-public.pem"
     public_file.write_bytes(
@@ -93,7 +95,8 @@ class TlsFiles:
 
 
 def make_tls(directory: Path) -> TlsFiles:
-    """A self-signed certificate for 127.0.0.1 (EC P-256, valid for a day)."""
+    """A self-signed certificate for 127.0.0.1 (EC P-256, valid for a day) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broadcaster test")])
     now = datetime.datetime.now(datetime.UTC)
