@@ -124,8 +124,9 @@ class ApiConfig:
 # Signature algorithms a token may use: HMAC with the shared secret, or a public key.
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 PUBLIC_KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
-# HS256 with a shorter secret can be brute-forced offline from one token (RFC 7518 3.2).
-MIN_SECRET_BYTES = 32
+# A shorter secret can be brute-forced offline from one token: RFC 7518 3.2 asks
+# for at least the hash's size (PyJWT warns below it).
+MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 MIN_ADMIN_TOKEN_CHARS = 16
 
 
@@ -630,15 +631,23 @@ def _auth(
     algorithms = values.get("algorithms", AuthConfig().algorithms)
     if values.get("enabled", False):
         if any(a in HMAC_ALGORITHMS for a in algorithms):
+            hmac_names = "/".join(a for a in algorithms if a in HMAC_ALGORITHMS)
+            if not values.get("secret") and not values.get("secret_env"):
+                raise ConfigError(
+                    at("secret_env"),
+                    "[auth] secret_env",
+                    f"the name of an environment variable holding the secret for {hmac_names} "
+                    "(or [auth] secret)",
+                )
             secret = _secret(values, "[auth]", "secret", at, environ)
-            if len(secret.encode()) < MIN_SECRET_BYTES:
+            needed = max(MIN_SECRET_BYTES[a] for a in algorithms if a in HMAC_ALGORITHMS)
+            if len(secret.encode()) < needed:
                 where = "secret_env" if values.get("secret_env") else "secret"
                 raise ConfigError(
                     at(where),
                     f"[auth] {where}",
-                    f"a secret of at least {MIN_SECRET_BYTES} bytes for "
-                    f"{'/'.join(a for a in algorithms if a in HMAC_ALGORITHMS)} "
-                    "(e.g. `openssl rand -base64 48`)",
+                    f"a secret of at least {needed} bytes for {hmac_names} "
+                    "(e.g. `openssl rand -base64 64`)",
                 )
             values["secret"] = secret
         if any(a in PUBLIC_KEY_ALGORITHMS for a in algorithms):
