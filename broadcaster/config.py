@@ -54,8 +54,10 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8765
-    max_message_size: int = 1_048_576
-    """Bytes per incoming frame; larger frames close the connection with 1009."""
+    max_message_size: int = 65_536
+    """Bytes per incoming frame; larger frames close the connection with 1009. Up to 16
+    frames are buffered per connection, so this bounds what one client can make the
+    server hold (16 x 64 KiB) before its ops are read."""
     socket_send_buffer: int = 65_536
     """SO_SNDBUF per client socket in bytes; 0 keeps the kernel's autotuning."""
     shutdown_timeout: float = 5.0
@@ -303,10 +305,13 @@ DEFAULT_TOML = """\
 [server]
 host = "127.0.0.1"
 port = 8765
-max_message_size = 1048576     # bytes per incoming frame; larger -> close 1009
+max_message_size = 65536       # bytes per incoming frame; larger -> close 1009
 socket_send_buffer = 65536     # SO_SNDBUF per client socket; 0 = kernel autotuning
 shutdown_timeout = 5.0         # seconds to drain queues on SIGTERM before close 1001
 strict_channels = false        # true: channels matching no [channels] entry -> unknown_channel
+allowed_origins = ["self"]     # browser origins allowed to connect (others: HTTP 403)
+# tls_cert = "cert.pem"        # with tls_key: wss:// (and https:// for [api])
+# tls_key = "key.pem"
 
 [defaults]
 strategy = "drop-oldest"       # drop-oldest | drop-newest | block | conflate
@@ -324,6 +329,22 @@ max_rate = 50                  # the most a subscriber may ask for with subscrib
 
 [broker]
 kind = "memory"                # memory | redis
+
+[limits]                       # the edge; see the README's "Security" (0 = no limit)
+max_connections = 10000        # open connections in total -> HTTP 503
+connections_per_ip = 256       # open connections per address -> HTTP 429
+connection_rate = 20           # new connections per second per address -> HTTP 429
+exempt_networks = ["127.0.0.0/8", "::1/128"]  # skip the per-address limits (a local proxy)
+max_subscriptions = 128        # per connection -> forbidden
+publish_rate = 0               # publishes per second per connection -> rate_limited, then 4029
+max_loop_lag = 1.0             # event-loop lag (s) -> HTTP 503, then shed with 1013
+
+# [auth]                       # JWTs: ?token= or the `auth` op (see "Security")
+# enabled = true
+# secret_env = "BROADCASTER_JWT_SECRET"
+
+# [admin]                      # /stats, /dashboard, /metrics, $sys.*: loopback only without it
+# token_env = "BROADCASTER_ADMIN_TOKEN"
 
 [api]                          # HTTP publish API: POST /api/publish
 enabled = true
@@ -711,7 +732,7 @@ def _limits(values: dict[str, Any], at: Callable[[str], str]) -> LimitsConfig:
             if values[burst_key] < 1:
                 raise fail(burst_key, "a number >= 1")
             values[burst_key] = float(values[burst_key])
-        elif rate_key in values:
+        elif values.get(rate_key, 0) > 0:
             values[burst_key] = max(1.0, 2 * values[rate_key])
     for key in ("retry_after", "rate_limit_window"):
         if key in values:

@@ -11,6 +11,8 @@ from broadcaster.core.policy import Access
 from broadcaster.errors import ConfigError
 from tests.support.security import ADMIN_TOKEN, SECRET, make_tls, rsa_keys
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def test_defaults_are_the_documented_ones() -> None:
     config = Config.embedded_default()
@@ -140,3 +142,22 @@ def test_secrets_are_never_echoed_in_errors() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config('[auth]\nenabled = true\nsecret = "tiny-secret"\n', source="f.toml")
     assert "tiny-secret" not in str(raised.value)
+
+
+def test_the_internet_example_config_loads_and_warns_about_nothing(tmp_path: Path) -> None:
+    """configs/internet.toml (with real files for its TLS paths) is valid and, on 0.0.0.0,
+    leaves nothing for the exposure warnings."""
+    from broadcaster.security.exposure import exposure_warnings
+
+    files = make_tls(tmp_path)
+    text = (REPO / "configs" / "internet.toml").read_text(encoding="utf-8")
+    text = text.replace("/etc/broadcaster/fullchain.pem", str(files.cert))
+    text = text.replace("/etc/broadcaster/privkey.pem", str(files.key))
+    config = parse_config(
+        text,
+        source="internet.toml",
+        environ={"BROADCASTER_JWT_SECRET": SECRET, "BROADCASTER_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
+    assert config.auth.enabled
+    assert config.limits.publish_rate == 20
+    assert exposure_warnings(config) == []
