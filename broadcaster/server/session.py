@@ -393,17 +393,21 @@ class ClientSession:
         if request is None:
             return
         tokens = parse_qs(urlsplit(request.path).query).get("token")
-        if tokens:
+        if tokens and self._checks(tokens[-1]):
             self._apply_token(tokens[-1], None)
 
     def _auth(self, op: Auth) -> None:
-        auth = self.app.auth
-        if not auth.enabled and not auth.is_admin_token(op.token):
-            # No auth configured: any token is accepted (it grants nothing).
+        if not self._checks(op.token):
             self.send(events.authenticated(op.id))
             return
         if self._apply_token(op.token, op.id):
             self.send(events.authenticated(op.id))
+
+    def _checks(self, token: str) -> bool:
+        """Whether this server judges `token`: with JWT auth off, only the admin token is
+        recognised and any other token is accepted, granting nothing (PROTOCOL.md)."""
+        auth = self.app.auth
+        return auth.enabled or auth.is_admin_token(token)
 
     def _apply_token(self, token: str, op_id: int | str | None) -> bool:
         """Verify `token` and hold its grant (replacing any earlier one); False if refused.

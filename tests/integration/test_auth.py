@@ -266,9 +266,16 @@ async def test_stats_show_the_subject_and_the_refusals(serve: StartServer) -> No
 
 
 async def test_without_auth_any_token_is_accepted_and_grants_nothing(serve: StartServer) -> None:
-    """PROTOCOL.md: no auth configured: `auth` is answered `authenticated` whatever the token."""
-    server = await serve()
-    client = await open_client(server.url)
+    """PROTOCOL.md: no auth configured: `auth` is answered `authenticated` whatever the token,
+    and a `?token=` is ignored; the admin token (when set) is still recognised."""
+    server = await serve(f'[admin]\ntoken = "{ADMIN_TOKEN}"\n')
+    client = await open_client(with_token(server, "anything"))
     await client.send({"op": "auth", "token": "anything", "id": 1})
     assert await client.recv() == {"event": "authenticated", "id": 1}
     await client.subscribe("news")
+    await client.send({"op": "subscribe", "channel": "$sys.stats", "id": 2})
+    assert (await client.recv_event("error", id=2))["code"] == "forbidden"
+    await client.send({"op": "auth", "token": ADMIN_TOKEN, "id": 3})
+    assert await client.recv() == {"event": "authenticated", "id": 3}
+    await client.subscribe("$sys.stats")
+    assert await refusals(server, "token") == 0
