@@ -61,7 +61,7 @@ from broadcaster.server.monitor import Monitor
 from broadcaster.server.room import RoomWaiters
 from broadcaster.server.scheduler import FlushScheduler
 from broadcaster.server.session import ClientSession
-from broadcaster.server.system import is_system, with_system_policy
+from broadcaster.server.system import STATS_CHANNEL, is_system, with_system_policy
 from broadcaster.server.websocket import BroadcasterConnection, connection_class, frame_text
 from broadcaster.sources.base import SourceRunner, build_source
 
@@ -393,7 +393,8 @@ class Broadcaster:
         """Raise TooManyChannels (counted) if `name` would be one channel too many."""
         cap = self.config.limits.max_channels
         channels = self.hub.channels
-        if cap and len(channels) >= cap and name not in channels and not is_system(name):
+        # $sys.stats stays reachable (the dashboard); other $sys.* names count like any.
+        if cap and len(channels) >= cap and name not in channels and name != STATS_CHANNEL:
             self.metrics.refused("max_channels")
             raise TooManyChannels(
                 f"channel {name!r} does not exist and this server holds {cap} channels, "
