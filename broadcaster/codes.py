@@ -68,6 +68,8 @@ class ErrorCode(enum.StrEnum):
     ALREADY_SUBSCRIBED = "already_subscribed"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    UNAUTHORIZED = "unauthorized"
+    """A token that is malformed, badly signed or expired (then close 1008)."""
 
 
 # Only these count towards the protocol-abuse limit (close 1008); a client

@@ -7,6 +7,7 @@ everything the library raises with a single clause::
     ├── ConfigError          a config file, env var or flag is wrong (names file, key, expectation)
     ├── PublishError         a publish could not be accepted
     │   ├── ForbiddenChannel     the channel is reserved (`$sys.*`) or not allowed
+    │   │   └── TooManyChannels  a new channel would exceed [limits] max_channels
     │   ├── UnknownChannel       strict_channels is on and no [channels] entry matches
     │   ├── InvalidPublish       the data is not JSON-serializable or the channel name is bad
     │   ├── BrokerUnavailable    the broker cannot take the publish now
@@ -27,6 +28,7 @@ __all__ = [
     "PublishError",
     "RateLimited",
     "ServerStateError",
+    "TooManyChannels",
     "UnknownChannel",
 ]
 
@@ -63,6 +65,14 @@ class ForbiddenChannel(PublishError):
     """The channel may not be published to by this publisher."""
 
     code = "forbidden"
+
+
+class TooManyChannels(ForbiddenChannel):
+    """The channel does not exist yet and the server holds `[limits] max_channels` already.
+
+    Channels live as long as the process (their seq, their history), so
+    without this bound every new name a client invents would cost memory for good.
+    """
 
 
 class UnknownChannel(PublishError):

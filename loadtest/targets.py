@@ -142,7 +142,10 @@ def broadcaster_config(scenario: Scenario, port: int) -> str:
 
     No ``[sources]`` section, so no demo ticker competes with the load; the
     ``[defaults]`` keys carry the scenario's queue parameters and each channel gets
-    its own ``[channels."load.N"]`` entry when strategies were given.
+    its own ``[channels."load.N"]`` entry when strategies were given. ``[limits]``
+    lifts the server-wide edge limits (F10k alone opens more than the default
+    ``max_connections``; a loaded loop must not shed the tool's own clients):
+    the tool measures the server, not its admission control.
     """
     high = scenario.high_watermark or scenario.queue_size
     low = scenario.low_watermark if scenario.low_watermark is not None else high // 2
@@ -161,6 +164,11 @@ def broadcaster_config(scenario: Scenario, port: int) -> str:
         f"slow_consumer_timeout = {float(scenario.slow_consumer_timeout)}",
         # Publishers send `"k"` (50 keys round-robin): the key of conflate channels.
         'conflate_key = "k"',
+        "",
+        "[limits]",
+        "max_connections = 0",
+        "max_loop_lag = 0",
+        "max_subscriptions = 0",
     ]
     if len(scenario.strategies) > 1:
         for i, name in enumerate(scenario.channel_names):

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, overload
@@ -49,9 +50,15 @@ from broadcaster.client.session import Session
 from broadcaster.client.subscription import Subscription
 from broadcaster.client.tracking import SeqTracker
 
-__all__ = ["Client", "connect"]
+__all__ = ["Client", "TokenSource", "connect"]
 
 logger = logging.getLogger("broadcaster.client")
+
+TokenSource = str | Callable[[], str | Awaitable[str]]
+"""A token, or a function (sync or async) that returns a fresh one for each connection."""
+
+# The close reason the server gives when a token's `exp` passes (close 1008).
+TOKEN_EXPIRED = "token expired"
 
 
 @dataclass(slots=True)
@@ -97,8 +104,10 @@ class Client:
         max_queue: int = 256,
         fail_fast: bool = True,
         random: Callable[[], float] | None = None,
+        token: TokenSource | None = None,
     ) -> None:
         self.url = url
+        self.token = token
         backoff = Backoff(min_delay, max_delay, factor, long_delay)
         if random is not None:
             backoff.random = random
@@ -332,8 +341,22 @@ class Client:
                 self._first.set_exception(ClientClosed("broadcaster: the client was closed"))
             self._first.exception()  # marked as retrieved: nobody may be waiting
 
+    async def _token(self) -> str | None:
+        """The token for the next connection: the string, or what the function returns."""
+        source = self.token
+        if source is None or isinstance(source, str):
+            return source
+        value = source()
+        if inspect.isawaitable(value):
+            value = await value
+        return str(value)
+
     async def _connect_once(self) -> tuple[Policy, int, str, float | None, int | None]:
         """One attempt: connect and serve until the connection ends; how to go on."""
+        try:
+            token = await self._token()
+        except Exception as exc:  # the application's token function failed: retry later
+            return "normal", 1006, f"token function failed: {exc!r}", None, None
         try:
             ws: ClientConnection = await ws_connect(
                 self.url,
@@ -355,7 +378,7 @@ class Client:
             await ws.close(1000, "client closed")
             return "none", 1000, "client closed", None, None
         self.backoff.reset()
-        session = Session(self, ws)
+        session = Session(self, ws, token)
         self.session = session
         reconnect = self._ever_connected
         self._ever_connected = True
@@ -370,6 +393,8 @@ class Client:
             self.events.emit("disconnected", Disconnected(1000, "client closed", False))
             return "none", code, reason, None, None
         policy = close_policy(code)
+        if code == 1008 and reason == TOKEN_EXPIRED and callable(self.token):
+            policy = "normal"  # a token function can give a fresh one: come back with it
         self.events.emit("disconnected", Disconnected(code, reason, policy != "none"))
         return policy, code, reason, None, None
 
@@ -399,6 +424,7 @@ def connect(
     max_queue: int = 256,
     fail_fast: bool = True,
     random: Callable[[], float] | None = None,
+    token: TokenSource | None = None,
 ) -> Client:
     """A client for `url`; use it as `async with connect(url) as client:`.
 
@@ -410,7 +436,11 @@ def connect(
     - max_queue: messages buffered per subscription before the client stops reading;
     - fail_fast: entering the context raises ConnectFailed if the first attempt fails
       (False: keep retrying in the background, as after a disconnect);
-    - random: the jitter's random source, to make tests deterministic.
+    - random: the jitter's random source, to make tests deterministic;
+    - token: a JWT (or the admin token) sent in an `auth` op first on every
+      connection; or a function, sync or async, called before each connection
+      for a fresh one (then a close 1008 "token expired" reconnects with a new
+      token instead of giving up). Not put in the URL, so it stays out of logs.
     """
     return Client(
         url,
@@ -425,4 +455,5 @@ def connect(
         max_queue=max_queue,
         fail_fast=fail_fast,
         random=random,
+        token=token,
     )

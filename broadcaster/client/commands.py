@@ -29,7 +29,16 @@ from broadcaster.client.events import (
 )
 from broadcaster.client.subscription import Subscription
 
-__all__ = ["DEFAULT_URL", "EXIT_FAILURE", "EXIT_USAGE", "default_url", "pub", "pub_lines", "sub"]
+__all__ = [
+    "DEFAULT_URL",
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "default_token",
+    "default_url",
+    "pub",
+    "pub_lines",
+    "sub",
+]
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 EXIT_FAILURE = 1
@@ -38,6 +47,12 @@ EXIT_USAGE = 2
 
 def default_url() -> str:
     return os.environ.get("BROADCASTER_URL") or DEFAULT_URL
+
+
+def default_token() -> str | None:
+    """`BROADCASTER_TOKEN`, sent in an `auth` op (an environment variable, not a flag:
+    flags show up in `ps` and shell history)."""
+    return os.environ.get("BROADCASTER_TOKEN") or None
 
 
 def _say(stream: TextIO, text: str) -> None:
@@ -101,7 +116,7 @@ async def _print_stream(stream: Subscription, out: TextIO) -> None:
 
 async def sub(url: str, channels: list[str], *, out: TextIO, err: TextIO) -> int:
     """Print every message of `channels` until interrupted."""
-    client = connect(url)
+    client = connect(url, token=default_token())
     _narrate(client, err)
     try:
         async with client:
@@ -129,7 +144,7 @@ async def sub(url: str, channels: list[str], *, out: TextIO, err: TextIO) -> int
 async def pub(url: str, channel: str, data: Any, *, out: TextIO, err: TextIO) -> int:
     """Publish one message and print its seq."""
     try:
-        async with connect(url) as client:
+        async with connect(url, token=default_token()) as client:
             seq = await client.publish(channel, data)
     except ClientError as exc:
         _say(err, f"broadcaster pub: {exc.code}: {exc}")
@@ -148,7 +163,7 @@ async def pub_lines(
     """
     bad = failed = 0
     try:
-        async with connect(url) as client:
+        async with connect(url, token=default_token()) as client:
             number = 0
             while line := await asyncio.to_thread(readline):
                 number += 1

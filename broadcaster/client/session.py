@@ -38,9 +38,10 @@ BLOCKED = "channel blocked"
 class Session:
     """Serves one connection until it closes; `run` returns its close code and reason."""
 
-    def __init__(self, client: Client, ws: ClientConnection) -> None:
+    def __init__(self, client: Client, ws: ClientConnection, token: str | None = None) -> None:
         self.client = client
         self.ws = ws
+        self.token = token
         self.open = True
         self.blocked: set[str] = set()
         self.control: deque[str] = deque()
@@ -53,6 +54,10 @@ class Session:
 
     async def run(self, connected: Connected) -> tuple[int, str]:
         client = self.client
+        if self.token is not None:
+            # First, so that the subscribes behind it are judged with its grant
+            # (the server answers ops in order).
+            self.send_control({"op": "auth", "token": self.token, "id": client.next_id("a")})
         for state in client.channels.values():
             self.send_subscribe(state)
         tasks = [asyncio.create_task(self._write(), name="broadcaster-client writer")]

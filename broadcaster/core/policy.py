@@ -9,15 +9,31 @@ rest.
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 from dataclasses import dataclass, field, replace
 
 from broadcaster.core.strategies import Strategy
 
-__all__ = ["DEFAULT_LABEL", "ChannelPolicy", "PolicyTable"]
+__all__ = ["DEFAULT_LABEL", "Access", "ChannelPolicy", "PolicyTable"]
 
 # The metrics label of channels that only [defaults] covers.
 DEFAULT_LABEL = "*"
+
+
+class Access(enum.StrEnum):
+    """Which WebSocket clients may subscribe to (or publish on) a channel.
+
+    Only WebSocket clients are concerned: sources, the embedding API and the
+    HTTP publish API (which has its own keys) are not.
+    """
+
+    ANYONE = "anyone"
+    """Every client, with or without a token (the default)."""
+    TOKEN = "token"
+    """Clients whose token grants the channel (its `subscribe` / `publish` claim)."""
+    NONE = "none"
+    """No WebSocket client at all."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,6 +68,10 @@ class ChannelPolicy:
     """Conflate channels: new subscribers first get the latest message of every key."""
     max_rate: float | None = None
     """The highest `max_rate` (messages/s) a subscriber may ask for (None: no cap)."""
+    subscribe: Access = Access.ANYONE
+    """Which WebSocket clients may subscribe (default: anyone)."""
+    publish: Access = Access.ANYONE
+    """Which WebSocket clients may publish (default: anyone)."""
     label: str = field(default=DEFAULT_LABEL, compare=False)
     """The [channels] key that matched: the `channel` label of metrics."""
 

@@ -20,15 +20,20 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Code that adds a new kind of refusal adds its reason here.
 REFUSAL_REASONS: tuple[str, ...] = (
     "origin",  # handshake from a forbidden Origin (HTTP 403)
-    "token",  # bad or missing token
-    "rate",  # over a connection or publish rate
-    "connections",  # over a connection count
-    "overload",  # the server shed load (HTTP 503 / close 1013)
-    "max_subscriptions",  # a subscribe over the per-connection limit
+    "connection_rate",  # over the per-address connection rate (HTTP 429)
+    "ip_connections",  # over the per-address connection count (HTTP 429)
+    "connections",  # over max_connections (HTTP 503)
+    "overload",  # event-loop lag: handshake refused (HTTP 503) or connection shed (close 1013)
+    "token",  # bad or expired token (error unauthorized, close 1008)
+    "admin",  # /stats, /dashboard or /metrics without admin access (HTTP 401 / 403)
+    "forbidden",  # an op the channel's permissions refuse, or $sys.* (error forbidden)
+    "max_subscriptions",  # a subscribe over the per-connection limit (error forbidden)
+    "max_channels",  # a channel that would exceed [limits] max_channels (error forbidden)
+    "publish_rate",  # a publish over the per-connection rate (error rate_limited)
+    "rate_limit",  # a client that kept publishing over its rate (close 4029)
     "abuse",  # protocol abuse: too many invalid frames (close 1008)
     "message_size",  # a frame above max_message_size (close 1009)
     "unknown_channel",  # a channel no [channels] entry matches, strict_channels on
-    "forbidden",  # a publish to a channel the client may not publish to ($sys.*)
 )
 
 

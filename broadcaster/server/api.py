@@ -157,7 +157,10 @@ class PublishApi:
             shutdown_timeout=self.config.publish_timeout + 1.0,
         )
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        # The WebSocket port's TLS context (`[server] tls_cert`) serves this port too.
+        self._site = web.TCPSite(
+            self._runner, self.config.host, self.config.port, ssl_context=self.app.ssl
+        )
         try:
             await self._site.start()
         except BaseException:
@@ -185,7 +188,8 @@ class PublishApi:
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self._port}{PUBLISH_PATH}"
+        scheme = "https" if self.app.ssl is not None else "http"
+        return f"{scheme}://{self.config.host}:{self._port}{PUBLISH_PATH}"
 
     # --- the endpoint ------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import itertools
 import logging
 import secrets
 import signal
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,17 +43,26 @@ from broadcaster.errors import (
     ConfigError,
     InvalidPublish,
     ServerStateError,
+    TooManyChannels,
     UnknownChannel,
 )
 from broadcaster.metrics import CONTENT_TYPE, Metrics
+from broadcaster.security.admin import AdminGate
+from broadcaster.security.admission import Admission
+from broadcaster.security.auth import Authenticator
+from broadcaster.security.exposure import exposure_warnings
+from broadcaster.security.origins import OriginPolicy
+from broadcaster.security.overload import Overload
+from broadcaster.security.tls import server_context
 from broadcaster.server.api import PublishApi
+from broadcaster.server.handshake import HandshakeGate
 from broadcaster.server.http import HttpEndpoints, respond
 from broadcaster.server.keepalive import Keepalive
 from broadcaster.server.monitor import Monitor
 from broadcaster.server.room import RoomWaiters
 from broadcaster.server.scheduler import FlushScheduler
 from broadcaster.server.session import ClientSession
-from broadcaster.server.system import is_system, with_system_policy
+from broadcaster.server.system import STATS_CHANNEL, is_system, with_system_policy
 from broadcaster.server.websocket import BroadcasterConnection, connection_class, frame_text
 from broadcaster.sources.base import SourceRunner, build_source
 
@@ -69,6 +79,8 @@ MAX_INCOMING_QUEUE = 16
 BLOCKED_RETRY_AFTER = 1.0
 # Slow-consumer disconnects remembered for /stats and the dashboard.
 RECENT_SLOW_CONSUMERS = 20
+# Seconds a client may take to complete the TLS handshake.
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 class BlockedPublisher(Protocol):
@@ -103,6 +115,22 @@ class Broadcaster:
         self.started_mono = 0.0
         self.metrics = Metrics(self, registry)
         self.recent_slow_consumers: deque[dict[str, Any]] = deque(maxlen=RECENT_SLOW_CONSUMERS)
+        # Ingress protection (broadcaster/security/): decisions, applied by the adapters.
+        cfg = self.config
+        self.origins = OriginPolicy(
+            cfg.server.allowed_origins, allow_no_origin=cfg.server.allow_no_origin
+        )
+        limits = cfg.limits
+        self.overload = Overload(limits.max_loop_lag, limits.shed_after, limits.shed_fraction)
+        self.admission = Admission(limits, self.overload)
+        self.auth = Authenticator(cfg.auth, admin_token=cfg.admin.token)
+        self.admin_gate = AdminGate(
+            self.auth, has_token=bool(cfg.admin.token), open_=cfg.admin.open
+        )
+        self.gate = HandshakeGate(self)
+        self.ssl: ssl.SSLContext | None = None
+        self.shed = 0
+        """Connections closed with 1013 by load shedding since start."""
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -128,7 +156,8 @@ class Broadcaster:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.config.server.host}:{self.port}/ws"
+        scheme = "wss" if self.config.server.tls_cert else "ws"
+        return f"{scheme}://{self.config.server.host}:{self.port}/ws"
 
     @property
     def api_url(self) -> str:
@@ -143,6 +172,8 @@ class Broadcaster:
             raise ServerStateError("the server is already started")
         self._loop = asyncio.get_running_loop()
         cfg = self.config
+        if cfg.server.tls_cert:
+            self.ssl = server_context(cfg.server.tls_cert, cfg.server.tls_key, source=cfg.source)
         self.started_at = self.wall_clock()
         self.started_mono = self._loop.time()
         self.scheduler = FlushScheduler(self._loop)
@@ -159,7 +190,7 @@ class Broadcaster:
         self.broker: Broker = self._make_broker()
         await self.broker.start()
         self.http = HttpEndpoints(self)
-        self.http.add_route("/metrics", self._metrics_page)
+        self.http.add_route("/metrics", self._metrics_page, admin=True)
         self.monitor = Monitor(self, interval=cfg.server.stats_interval)
         self.sources = SourceRunner(self.publish)
         sources = [(build_source(sc, cfg.source), sc.kind) for sc in cfg.sources]
@@ -177,6 +208,7 @@ class Broadcaster:
             close_timeout=cfg.server.close_timeout,
             process_request=self.http.process_request,
             create_connection=connection_class(cfg.server.socket_send_buffer),
+            **self._tls_options(),
         )
         self._sweeper = self._loop.create_task(self._sweep(), name="slow-consumer-sweeper")
         self.monitor.start()
@@ -194,6 +226,16 @@ class Broadcaster:
         for source, kind in sources:
             self.sources.start(source, kind)
         logger.info("broadcaster listening on %s (broker: %s)", self.url, self.broker.name)
+        for warning in exposure_warnings(cfg):
+            logger.warning("exposed on %s: %s", cfg.server.host, warning)
+
+    def _tls_options(self) -> dict[str, Any]:
+        """websockets' serve() options for TLS (none without it)."""
+        if self.ssl is None:
+            return {}
+        # A client that opens TCP and never finishes the TLS handshake holds
+        # a socket; asyncio's default would let it for 60 s.
+        return {"ssl": self.ssl, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
 
     def _make_broker(self) -> Broker:
         kind = self.config.broker.kind
@@ -324,6 +366,7 @@ class Broadcaster:
         problem = validate_channel(channel)
         if problem:
             raise InvalidPublish(problem)
+        self.check_new_channel(channel)
         target = self.hub.channel(channel)
         if target is None:
             raise UnknownChannel(
@@ -351,6 +394,18 @@ class Broadcaster:
                     publisher.channel_unblocked(target)
         return await self.broker.publish(target, data)
 
+    def check_new_channel(self, name: str) -> None:
+        """Raise TooManyChannels (counted) if `name` would be one channel too many."""
+        cap = self.config.limits.max_channels
+        channels = self.hub.channels
+        # $sys.stats stays reachable (the dashboard); other $sys.* names count like any.
+        if cap and len(channels) >= cap and name not in channels and name != STATS_CHANNEL:
+            self.metrics.refused("max_channels")
+            raise TooManyChannels(
+                f"channel {name!r} does not exist and this server holds {cap} channels, "
+                "the most allowed ([limits] max_channels)"
+            )
+
     # --- connections --------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -365,10 +420,39 @@ class Broadcaster:
         ws.response = None
         self.sessions[session.id] = session
         self.hub.add_outbox(session.outbox)
+        session.authenticate_handshake()
         await session.run()
 
     def forget(self, session: ClientSession) -> None:
         self.sessions.pop(session.id, None)
+
+    def lag_sampled(self, lag: float, now: float) -> None:
+        """One event-loop lag reading: update the overload state, shed connections if due.
+
+        Newest first, admin connections never (security/overload.py says why).
+        """
+        overload = self.overload
+        overload.sample(lag, now)
+        count = overload.to_shed(len(self.sessions), now)
+        if not count:
+            return
+        shed = 0
+        for session in reversed(list(self.sessions.values())):
+            if shed >= count:
+                break
+            if session.closing or session.is_admin:
+                continue
+            self.metrics.refused("overload")
+            session.close(CloseCode.TRY_AGAIN_LATER, "server overloaded")
+            shed += 1
+        self.shed += shed
+        logger.warning(
+            "event-loop lag %.3f s above %.3f s for %.1f s: shed %d connections (1013)",
+            lag,
+            overload.max_lag,
+            now - (overload.since or now),
+            shed,
+        )
 
     async def _sweep(self) -> None:
         """Close slow consumers; runs often enough to act within timeout + a tenth of it."""
@@ -378,10 +462,12 @@ class Broadcaster:
         interval = min(0.25, max(0.01, min(timeouts) / 10))
         while True:
             await asyncio.sleep(interval)
-            for outbox in self.hub.tick(self._loop.time()):
-                session = self.sessions.get(outbox.id)
-                if session is not None:
-                    logger.info(
-                        "slow consumer %s (%s): closing with 4008", session.id, session.remote
-                    )
-                    session.close(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+            self._close_slow_consumers()
+
+    def _close_slow_consumers(self) -> None:
+        # Its own function: nothing stays referenced from the sleeping sweeper.
+        for outbox in self.hub.tick(self._loop.time()):
+            session = self.sessions.get(outbox.id)
+            if session is not None:
+                logger.info("slow consumer %s (%s): closing with 4008", session.id, session.remote)
+                session.close(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)

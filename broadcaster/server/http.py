@@ -2,7 +2,12 @@
 
 websockets answers every HTTP request on the port; `process_request` returns
 a response for every path but `/ws`, which goes on to the WebSocket
-handshake (a plain GET on `/ws` gets websockets' own 426 Upgrade Required).
+handshake (a plain GET on `/ws` gets websockets' own 426 Upgrade Required)
+unless the handshake gate (server/handshake.py: origin, admission) refuses it.
+
+The admin endpoints (/stats, /dashboard, /metrics) answer only requests that
+`security.admin.AdminGate` admits (an admin token, or loopback when no token
+is configured); others get 401 or 403, counted as refusals (`admin`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from broadcaster.security.admin import peer_ip
 from broadcaster.server.stats import StatsQueryError, build_stats
 
 if TYPE_CHECKING:
@@ -81,20 +87,52 @@ class HttpEndpoints:
             "/dashboard": self._page("dashboard.html"),
             "/js/broadcaster.js": self._client,
         }
+        self.admin_paths: set[str] = {"/stats", "/dashboard"}
+        """Paths that show the server from the inside: they need admin access."""
 
-    def add_route(self, path: str, handler: Handler) -> None:
+    def add_route(self, path: str, handler: Handler, *, admin: bool = False) -> None:
+        """Serve GET `path` with `handler`; `admin` puts it behind the admin gate."""
         self.routes[path] = handler
+        if admin:
+            self.admin_paths.add(path)
+        else:
+            self.admin_paths.discard(path)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if url.path == WS_PATH:
-            return None
+            return self.app.gate.check(connection, request)
         handler = self.routes.get(url.path)
         if handler is None:
             return respond(
                 http.HTTPStatus.NOT_FOUND, f"no page at {url.path}\n".encode(), "text/plain"
             )
-        return handler(parse_qs(url.query))
+        query = parse_qs(url.query)
+        if url.path in self.admin_paths:
+            denied = self.app.admin_gate.check_http(
+                request.headers.get("Authorization"),
+                query.get("token", [None])[-1],
+                peer_ip(connection.remote_address),
+            )
+            if denied is not None:
+                self.app.metrics.refused("admin")
+                unauthorized = denied.status == 401
+                return respond(
+                    http.HTTPStatus(denied.status),
+                    orjson.dumps(
+                        {
+                            "error": "unauthorized" if unauthorized else "forbidden",
+                            "message": denied.message,
+                        }
+                    ),
+                    "application/json",
+                    extra_headers=(
+                        {"WWW-Authenticate": 'Bearer realm="broadcaster admin"'}
+                        if unauthorized
+                        else None
+                    ),
+                )
+        return handler(query)
 
     def _healthz(self, query: dict[str, list[str]]) -> Response:
         # Liveness: 200 even while the broker is down (local subscribers are served).

@@ -44,8 +44,12 @@ class Keepalive:
         tick = min(1.0, self.interval / 4)
         while True:
             await asyncio.sleep(tick)
-            now = loop.time()
-            due = now - self.interval
-            for session in list(self.app.sessions.values()):
-                if session.last_ping <= due:
-                    session.keepalive(now)
+            self.sweep(loop.time())
+
+    def sweep(self, now: float) -> None:
+        """Ping the connections that are due (a function of its own, so that no
+        session stays referenced from the sleeping task between sweeps)."""
+        due = now - self.interval
+        for session in list(self.app.sessions.values()):
+            if session.last_ping <= due:
+                session.keepalive(now)

@@ -1,5 +1,7 @@
 """The server's periodic observer: event-loop lag, recent rates, and `$sys.stats`.
 
+Each lag reading also goes to the server's load shedding (`Broadcaster.lag_sampled`).
+
 One task wakes every `interval` seconds on absolute deadlines. How late it
 wakes is the event-loop lag (a loop busy with a long callback wakes every
 timer late). On each tick it samples the channel counters for /stats' rates
@@ -76,6 +78,8 @@ class Monitor:
             if next_at <= now:  # a stall longer than the interval: do not tick in a burst
                 next_at = now + self.interval
             try:
+                # Load shedding acts on each reading (security/overload.py).
+                self.app.lag_sampled(self.loop_lag, now)
                 self.tick(now)
             except Exception:  # a bug here must not stop lag measurement for good
                 logger.exception("monitor tick failed")

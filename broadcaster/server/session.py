@@ -4,6 +4,12 @@ The session is the thin adapter between a websockets connection and the
 core: ops are parsed by `core.ops`, replies are built by `core.events`,
 queues and flow control live in the connection's `Outbox`. The session only
 moves bytes and decides when to close.
+
+Ingress rules (broadcaster/security/) are applied here, per op: the token
+(`?token=` or `auth`; a bad one closes 1008, its expiry closes 1008 "token
+expired" on a timer), channel permissions and `$sys.*` (`forbidden`),
+`max_subscriptions`, `max_channels`, and the publish rate (`rate_limited`,
+then 4029). None of them touches the write path (`flush`).
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections import deque
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import OPEN
@@ -35,7 +43,16 @@ from broadcaster.core.ops import (
     parse_op,
 )
 from broadcaster.core.outbox import Outbox
-from broadcaster.errors import PublishError
+from broadcaster.core.policy import ChannelPolicy
+from broadcaster.errors import PublishError, TooManyChannels
+from broadcaster.security.access import (
+    refuse_publish,
+    refuse_subscribe,
+    refuse_system_subscribe,
+)
+from broadcaster.security.admin import peer_ip
+from broadcaster.security.auth import Grant, TokenRejected
+from broadcaster.security.publish_limit import PublishLimiter, Verdict
 from broadcaster.server.websocket import BroadcasterConnection
 
 if TYPE_CHECKING:
@@ -66,6 +83,7 @@ class ClientSession:
         self.connected_mono = self.loop.time()
         peer = ws.remote_address
         self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.ip = peer_ip(peer)
         self.outbox = Outbox(
             session_id,
             # Called per subscriber per message: a C-level partial and a bound
@@ -88,6 +106,26 @@ class ClientSession:
         self.last_ping = self.connected_mono
         self._ping: bytes | None = None
         self._lost = False
+        self.grant: Grant | None = None
+        """What this connection's token allows (None: no token)."""
+        self._expiry: asyncio.TimerHandle | None = None
+        limits = app.config.limits
+        self.limiter = (
+            PublishLimiter(
+                limits.publish_rate,
+                limits.publish_burst,
+                strikes=limits.rate_limit_strikes,
+                window=limits.rate_limit_window,
+                now=self.loop.time(),
+            )
+            if limits.publish_rate > 0
+            else None
+        )
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether this connection holds admin rights (the admin token or an admin JWT)."""
+        return self.grant is not None and self.grant.admin
 
     # --- writing -----------------------------------------------------------
 
@@ -167,8 +205,7 @@ class ClientSession:
         elif isinstance(op, Ping):
             self.send(events.pong(op.id))
         elif isinstance(op, Auth):
-            # No auth configured: any token is accepted.
-            self.send(events.authenticated(op.id))
+            self._auth(op)
         else:
             self._rejected(op)
 
@@ -190,20 +227,26 @@ class ClientSession:
                 )
 
     async def _publish(self, op: Publish) -> None:
+        limiter = self.limiter
+        if limiter is not None and not self._within_rate(limiter, op):
+            return
         if op.channel.startswith(SYSTEM_PREFIX):
-            self.app.metrics.refused("forbidden")
-            self.send(
-                events.error(
-                    ErrorCode.FORBIDDEN,
-                    f"channel {op.channel!r} belongs to the server; clients cannot publish to it",
-                    op.id,
-                )
+            self._forbidden(
+                f"channel {op.channel!r} belongs to the server; clients cannot publish to it",
+                op.id,
             )
             return
+        policy = self._policy(op.channel)
+        if policy is not None:
+            refusal = refuse_publish(policy, op.channel, self.grant)
+            if refusal is not None:
+                self._forbidden(refusal, op.id)
+                return
         try:
             seq = await self.app.publish(op.channel, op.data, publisher=self)
         except PublishError as exc:
-            if exc.code in _REFUSED_PUBLISH_CODES:
+            # TooManyChannels is counted where it is raised (every publish path).
+            if exc.code in _REFUSED_PUBLISH_CODES and not isinstance(exc, TooManyChannels):
                 self.app.metrics.refused(exc.code)
             extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
             self.send(events.error(exc.code, str(exc), op.id, **extra))
@@ -217,6 +260,8 @@ class ClientSession:
             self.send(
                 events.error(ErrorCode.ALREADY_SUBSCRIBED, f"already subscribed to {name!r}", op.id)
             )
+            return
+        if not self._may_subscribe(name, op):
             return
         channel = self.app.hub.channel(name)
         if channel is None:
@@ -277,6 +322,129 @@ class ClientSession:
             )
             return
         self.send(events.unsubscribed(op.channel, op.id))
+
+    # --- ingress rules (broadcaster/security/) --------------------------------
+
+    def _policy(self, name: str) -> ChannelPolicy | None:
+        """The policy of `name` without creating the channel (None: strict and unknown)."""
+        channel = self.app.hub.channels.get(name)
+        if channel is not None:
+            return channel.policy
+        return self.app.hub.policies.resolve(name)
+
+    def _forbidden(self, message: str, op_id: int | str | None) -> None:
+        """Refuse an op with `forbidden`: a refusal, never protocol abuse."""
+        self.app.metrics.refused("forbidden")
+        self.send(events.error(ErrorCode.FORBIDDEN, message, op_id))
+
+    def _may_subscribe(self, name: str, op: Subscribe) -> bool:
+        """Channel permissions, `$sys.*` and `max_subscriptions`; refuses with `forbidden`."""
+        app = self.app
+        if name.startswith(SYSTEM_PREFIX):
+            gate = app.admin_gate
+            refusal = refuse_system_subscribe(
+                name, gate.may_watch(self.is_admin, self.ip), gate.token_needed
+            )
+        else:
+            policy = self._policy(name)
+            refusal = None if policy is None else refuse_subscribe(policy, name, self.grant)
+        if refusal is not None:
+            self._forbidden(refusal, op.id)
+            return False
+        try:
+            app.check_new_channel(name)
+        except TooManyChannels as exc:
+            self.send(events.error(ErrorCode.FORBIDDEN, str(exc), op.id))
+            return False
+        cap = app.config.limits.max_subscriptions
+        if cap and len(self.outbox.subscriptions) >= cap:
+            app.metrics.refused("max_subscriptions")
+            self.send(
+                events.error(
+                    ErrorCode.FORBIDDEN,
+                    f"this connection has {cap} subscriptions, the most allowed "
+                    "([limits] max_subscriptions); unsubscribe from one first",
+                    op.id,
+                )
+            )
+            return False
+        return True
+
+    def _within_rate(self, limiter: PublishLimiter, op: Publish) -> bool:
+        """Charge one publish; refuse it with `rate_limited`, or close 4029 after warnings."""
+        verdict = limiter.check(self.loop.time())
+        if verdict is Verdict.ALLOW:
+            return True
+        self.app.metrics.refused("publish_rate")
+        wait = round(limiter.retry_after, 3) or 0.001
+        self.send(
+            events.error(
+                ErrorCode.RATE_LIMITED,
+                f"over the publish rate of {limiter.rate:g} messages/s (burst {limiter.burst:g}); "
+                f"retry after {wait:g} s",
+                op.id,
+                retry_after=wait,
+            )
+        )
+        if verdict is Verdict.CLOSE:
+            self.app.metrics.refused("rate_limit")
+            self.close(
+                CloseCode.RATE_LIMITED,
+                f"rate limited: more than {limiter.strikes} refused publishes "
+                f"in {limiter.window:g} s",
+            )
+        return False
+
+    def authenticate_handshake(self) -> None:
+        """Apply `?token=` from the handshake URL, if any (a bad one closes with 1008)."""
+        request = self.ws.request
+        if request is None:
+            return
+        tokens = parse_qs(urlsplit(request.path).query).get("token")
+        if tokens and self._checks(tokens[-1]):
+            self._apply_token(tokens[-1], None)
+
+    def _auth(self, op: Auth) -> None:
+        if not self._checks(op.token):
+            self.send(events.authenticated(op.id))
+            return
+        if self._apply_token(op.token, op.id):
+            self.send(events.authenticated(op.id))
+
+    def _checks(self, token: str) -> bool:
+        """Whether this server judges `token`: with JWT auth off, only the admin token is
+        recognised and any other token is accepted, granting nothing (PROTOCOL.md)."""
+        auth = self.app.auth
+        return auth.enabled or auth.is_admin_token(token)
+
+    def _apply_token(self, token: str, op_id: int | str | None) -> bool:
+        """Verify `token` and hold its grant (replacing any earlier one); False if refused.
+
+        A refused token gets `error` `unauthorized`, then close 1008 naming why;
+        a valid one arms one timer for its expiry (no polling).
+        """
+        try:
+            grant = self.app.auth.verify(token, time.time())
+        except TokenRejected as exc:
+            self._reject_token(str(exc), "token expired" if exc.expired else "invalid token", op_id)
+            return False
+        self.grant = grant
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if grant.expires_at is not None:
+            delay = max(0.0, grant.expires_at - time.time())
+            self._expiry = self.loop.call_later(delay, self._token_expired)
+        return True
+
+    def _token_expired(self) -> None:
+        self._expiry = None
+        self._reject_token("token expired", "token expired", None)
+
+    def _reject_token(self, message: str, reason: str, op_id: int | str | None) -> None:
+        self.app.metrics.refused("token")
+        self.send(events.error(ErrorCode.UNAUTHORIZED, message, op_id))
+        self.close(CloseCode.POLICY_VIOLATION, reason)
 
     # --- block channels ------------------------------------------------------
 
@@ -362,6 +530,9 @@ class ClientSession:
         if self._rate_timer is not None:
             self._rate_timer.cancel()
             self._rate_timer = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         if self._drained is not None and not self._drained.done():
             self._drained.cancel()
         task = self._run_task

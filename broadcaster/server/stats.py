@@ -43,6 +43,7 @@ def connection_entry(session: ClientSession, now: float) -> dict[str, Any]:
     return {
         "id": session.id,
         "remote": session.remote,
+        "user": session.grant.subject if session.grant is not None else None,
         "connected_at": session.connected_at,
         "age": round(now - session.connected_mono, 3),
         "depth": sum(s.depth for s in stats),
@@ -136,6 +137,13 @@ def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth"
             "depth_histogram": {"bounds": list(DEPTH_BOUNDS), "counts": histogram},
         },
         "recent_slow_consumers": list(app.recent_slow_consumers),
+        "refusals": dict(app.metrics.refusals),
+        "admission": {
+            "open": app.admission.open,
+            "addresses": len(app.admission.per_address),
+            "overloaded": app.overload.overloaded,
+            "shed": app.shed,
+        },
         "channels": channels,
         "totals": totals,
         "sources": [asdict(state) for state in app.sources.states],

@@ -8,7 +8,10 @@ Three things are added to `ServerConnection`, nothing is parsed by hand:
   as soon as the kernel refuses bytes and `resume_writing` when the buffer is
   empty again: the writer hands data to the transport only when it is empty;
 - those two events, and the loss of the connection, are forwarded to the
-  session that owns the connection.
+  session that owns the connection;
+- the admission ticket of the handshake (server/handshake.py) is held by the
+  connection and released when the TCP connection is lost, so the
+  connection counts stay right even for handshakes that never complete.
 
 `frame_text` builds a server-to-client text frame with websockets' own frame
 serializer; server frames are unmasked and compression is off, so the same
@@ -44,6 +47,12 @@ class ConnectionEvents(Protocol):
     def closing_handshake(self) -> None: ...
 
 
+class Releasable(Protocol):
+    """A place this connection holds (an admission ticket), given back when it is lost."""
+
+    def release(self) -> None: ...
+
+
 class BroadcasterConnection(ServerConnection):
     """A server connection that caps its socket buffer and reports transport events."""
 
@@ -51,6 +60,11 @@ class BroadcasterConnection(ServerConnection):
     """SO_SNDBUF in bytes for accepted sockets (0 leaves the kernel's autotuning)."""
 
     session: ConnectionEvents | None = None
+    ticket: Releasable | None = None
+
+    def hold(self, ticket: Releasable) -> None:
+        """Keep `ticket` until the TCP connection is lost."""
+        self.ticket = ticket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.send_buffer:
@@ -60,12 +74,35 @@ class BroadcasterConnection(ServerConnection):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         super().connection_made(transport)
 
+    _empty_pause = False
+
+    def pause_writing(self) -> None:
+        # asyncio's and uvloop's SSL transports compare `size >= high`: with
+        # limits (0, 0) every write or read flips them between paused and
+        # resumed, even with nothing buffered. websockets' drain() (after its
+        # keepalive ping, its close) would then wait, one time in two, for
+        # traffic that may never come, and a silent TLS peer would never hit
+        # the ping timeout (tests/integration/test_tls.py). Such a pause
+        # (nothing buffered) is noted, not obeyed; the session's writer reads
+        # get_write_buffer_size() after each write anyway.
+        transport = getattr(self, "transport", None)  # unset during connection_made
+        if transport is not None and transport.get_write_buffer_size() == 0:
+            self._empty_pause = True
+            return
+        super().pause_writing()
+
     def resume_writing(self) -> None:
-        super().resume_writing()
+        if self._empty_pause:
+            self._empty_pause = False
+        else:
+            super().resume_writing()
         if self.session is not None:
             self.session.transport_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:
+            ticket.release()
         super().connection_lost(exc)
         if self.session is not None:
             self.session.connection_lost()
@@ -74,6 +111,13 @@ class BroadcasterConnection(ServerConnection):
         super().data_received(data)
         # A close frame from the client ends the OPEN state here: the session
         # must not write data frames after websockets answered it.
+        if self.session is not None and self.protocol.state is not OPEN:
+            self.session.closing_handshake()
+
+    def eof_received(self) -> None:
+        # A half-close from the client ends the connection: websockets answers
+        # with its own EOF, after which nothing may be written.
+        super().eof_received()
         if self.session is not None and self.protocol.state is not OPEN:
             self.session.closing_handshake()
 

@@ -20,6 +20,12 @@ export interface ConnectOptions {
   WebSocket?: new (url: string) => WebSocket;
   /** A random source in [0, 1) for the jitter (default Math.random); inject it to test. */
   random?: () => number;
+  /**
+   * A JWT (or the admin token), sent in an `auth` op first on every connection; or a function
+   * returning one (or a Promise of one), called before each connection, in which case a close
+   * 1008 "token expired" reconnects with a fresh token instead of giving up.
+   */
+  token?: string | (() => string | Promise<string>);
 }
 
 /** Options of `subscribe`. */
@@ -148,7 +154,9 @@ export declare function resolveUrl(url: string): string;
 
 export declare const CLOSE_POLICY: Readonly<Record<number, "none" | "normal" | "long">>;
 export declare function closePolicy(code: number): "none" | "normal" | "long";
-export declare const DEFAULTS: Readonly<Required<Omit<ConnectOptions, "WebSocket" | "random">>>;
+export declare const DEFAULTS: Readonly<Required<Omit<ConnectOptions, "WebSocket" | "random" | "token">>>;
+/** The close reason of a 1008 sent when a token's `exp` passes. */
+export declare const TOKEN_EXPIRED: string;
 
 export interface BackoffStep {
   attempt: number;

@@ -18,7 +18,10 @@
 //   whose seqs only grow per key);
 // - pings the server and treats a missing pong as a dead connection;
 // - holds publishes while the server says "channel blocked" (a well-behaved
-//   publisher), and queues publishes made while disconnected.
+//   publisher), and queues publishes made while disconnected;
+// - authenticates with `options.token` (a JWT or the admin token, sent in an `auth`
+//   op before anything else on every connection; or a function returning one, called
+//   for each connection, so that a close 1008 "token expired" reconnects with a fresh one).
 
 /** What the client does after a close code: "none" (stay closed), "normal" or "long" backoff.
  * Mirrors broadcaster/codes.py CLOSE_CODES (a test checks that the two agree). */
@@ -37,6 +40,9 @@ export const CLOSE_POLICY = Object.freeze({
 export function closePolicy(code) {
   return CLOSE_POLICY[code] ?? "normal";
 }
+
+/** The close reason of a 1008 sent when a token's `exp` passes. */
+export const TOKEN_EXPIRED = "token expired";
 
 /** Defaults for `connect` options; delays are in milliseconds. */
 export const DEFAULTS = Object.freeze({
@@ -177,6 +183,7 @@ export class Client {
     this._pingTimer = null;
     this._pongTimer = null;
     this._ids = 0;
+    this._token = null;
     this._connect(true);
   }
 
@@ -273,6 +280,27 @@ export class Client {
 
   _connect(first = false) {
     this._retryTimer = null;
+    const source = this.options.token;
+    if (typeof source !== "function") return this._openSocket(first, source ?? null);
+    // A token function (maybe async) gives a fresh token for each connection.
+    Promise.resolve()
+      .then(() => source())
+      .then(
+        (token) => {
+          if (!this._closed) this._openSocket(false, String(token));
+        },
+        (err) => {
+          if (this._closed) return;
+          this._report(err);
+          const { attempt, kind, delay } = this._backoff.next("normal");
+          this._emit("reconnecting", { attempt, kind, delay, code: 1006 });
+          this._retryTimer = setTimeout(() => this._connect(), delay);
+        },
+      );
+  }
+
+  _openSocket(first, token) {
+    this._token = token;
     let ws;
     try {
       ws = new this._WebSocket(this.url);
@@ -302,6 +330,8 @@ export class Client {
     if (this.options.pingInterval > 0) {
       this._pingTimer = setInterval(() => this._ping(ws), this.options.pingInterval);
     }
+    // First, so the subscribes behind it are judged with its grant (ops are answered in order).
+    if (this._token !== null) this._send({ op: "auth", token: this._token, id: this._id("a") });
     for (const [channel, entry] of this._channels) this._sendSubscribe(channel, entry);
     this._flushHeld();
     this._emit("connected", { url: this.url, reconnect });
@@ -313,7 +343,11 @@ export class Client {
     const wasOpen = this._open;
     this._detach();
     if (this._closed) return;
-    const policy = closePolicy(code);
+    let policy = closePolicy(code);
+    // A token function can give a fresh token: come back with it.
+    if (code === 1008 && reason === TOKEN_EXPIRED && typeof this.options.token === "function") {
+      policy = "normal";
+    }
     const willReconnect = policy !== "none";
     // A failed attempt is not a disconnection: only `reconnecting` tells about it.
     if (wasOpen) this._emit("disconnected", { code, reason, willReconnect });

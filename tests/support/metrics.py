@@ -43,8 +43,10 @@ def parse(text: str) -> Scrape:
     return Scrape(families, samples)
 
 
-async def scrape(port: int) -> Scrape:
-    status, headers, body = await http_get(port, "/metrics")
+async def scrape(port: int, token: str | None = None) -> Scrape:
+    """GET /metrics (with `Authorization: Bearer token` when given) and parse it."""
+    auth = {"Authorization": f"Bearer {token}"} if token else None
+    status, headers, body = await http_get(port, "/metrics", auth)
     assert status == 200, body
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return parse(body.decode())

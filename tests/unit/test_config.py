@@ -71,7 +71,7 @@ def test_default_server_settings_match_the_protocol() -> None:
     server = Config.embedded_default().server
     assert (server.host, server.port) == ("127.0.0.1", 8765)
     assert server.socket_send_buffer == 65536
-    assert server.max_message_size == 1048576
+    assert server.max_message_size == 65536
     assert not server.strict_channels
 
 

@@ -1,0 +1,158 @@
+"""Admission control at the handshake: who may open one more connection now.
+
+Checked for every WebSocket handshake (after the origin check), in this
+order, each refusal with its HTTP status, its `Retry-After` and its
+`broadcaster_refusals_total{reason}`:
+
+- new connections per second from one address (`connection_rate`,
+  `connection_burst`, a token bucket): 429, Retry-After = when the bucket
+  has a token again; reason `connection_rate`;
+- open connections from one address (`connections_per_ip`): 429,
+  Retry-After = `retry_after`; reason `ip_connections`;
+- open connections in total (`max_connections`): 503, Retry-After =
+  `retry_after`; reason `connections`;
+- event-loop lag above `max_loop_lag` (overload.py): 503, Retry-After =
+  `retry_after`; reason `overload`.
+
+"One address" is an IPv4 address or an IPv6 /64 (one host usually owns a
+whole /64, so per-address limits on IPv6 /128s would be no limit at all).
+Addresses in `exempt_networks` (loopback by default: a reverse proxy on this
+host, the tests, the load tool) skip the per-address checks, never the
+server-wide ones. An admitted handshake holds a `Ticket` until its TCP
+connection is gone, so the counts include handshakes in progress.
+
+Pure: time is an argument; the server calls `admit` from `process_request`
+and `release` from the connection's `connection_lost`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broadcaster.core.token_bucket import TokenBuckets
+
+if TYPE_CHECKING:
+    from broadcaster.config import LimitsConfig
+    from broadcaster.security.overload import Overload
+
+__all__ = ["Admission", "Refusal", "Ticket", "address_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused handshake: HTTP status, refusal reason, seconds to wait, a message."""
+
+    status: int
+    reason: str
+    retry_after: float
+    message: str
+
+    @property
+    def retry_after_header(self) -> str:
+        """Retry-After is whole seconds (RFC 9110); never tell a client 0."""
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+class Ticket:
+    """One admitted connection; `release` (idempotent) gives its place back."""
+
+    __slots__ = ("_admission", "key")
+
+    def __init__(self, admission: Admission, key: str | None) -> None:
+        self._admission: Admission | None = admission
+        self.key = key
+
+    def release(self) -> None:
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            admission._release(self.key)
+
+
+def address_key(ip: str) -> tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address] | None:
+    """The per-address key of `ip`: itself (IPv4) or its /64 (IPv6); None when not an IP."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        else:
+            network = ipaddress.IPv6Network((address, 64), strict=False)
+            return str(network), address
+    return str(address), address
+
+
+class Admission:
+    """Counts open connections (total and per address) and per-address handshake rates."""
+
+    def __init__(self, limits: LimitsConfig, overload: Overload) -> None:
+        self.limits = limits
+        self.overload = overload
+        self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in limits.exempt_networks)
+        self.open = 0
+        self.per_address: dict[str, int] = {}
+        self.rates = (
+            TokenBuckets(
+                limits.connection_rate, max(1.0, limits.connection_burst or limits.connection_rate)
+            )
+            if limits.connection_rate > 0
+            else None
+        )
+
+    def admit(self, ip: str | None, now: float) -> Ticket | Refusal:
+        """Admit one more connection from `ip` at `now`, or say why not."""
+        limits = self.limits
+        key: str | None = None
+        found = address_key(ip) if ip is not None else None
+        if found is not None and not any(found[1] in network for network in self.exempt):
+            key = found[0]
+        if key is not None:
+            if self.rates is not None:
+                wait = self.rates.take(key, now)
+                if wait > 0:
+                    return Refusal(
+                        429,
+                        "connection_rate",
+                        wait,
+                        f"too many new connections from your address: at most "
+                        f"{limits.connection_rate:g}/s (burst {self.rates.burst:g})",
+                    )
+            cap = limits.connections_per_ip
+            if cap and self.per_address.get(key, 0) >= cap:
+                return Refusal(
+                    429,
+                    "ip_connections",
+                    limits.retry_after,
+                    f"too many open connections from your address (at most {cap})",
+                )
+        if limits.max_connections and self.open >= limits.max_connections:
+            return Refusal(
+                503,
+                "connections",
+                limits.retry_after,
+                f"the server is full ({limits.max_connections} connections); try again later",
+            )
+        if self.overload.overloaded:
+            return Refusal(
+                503,
+                "overload",
+                limits.retry_after,
+                "the server is overloaded; try again later",
+            )
+        self.open += 1
+        if key is not None:
+            self.per_address[key] = self.per_address.get(key, 0) + 1
+        return Ticket(self, key)
+
+    def _release(self, key: str | None) -> None:
+        self.open -= 1
+        if key is not None:
+            left = self.per_address[key] - 1
+            if left:
+                self.per_address[key] = left
+            else:
+                del self.per_address[key]  # bounded by the open connections, never more
