@@ -21,11 +21,14 @@ async def test_served_module_is_the_client_source(serve: StartServer) -> None:
     assert body == SOURCE.read_bytes()
 
 
-def test_packaged_copy_is_the_client_source() -> None:
-    """broadcaster/static/broadcaster.js (what a wheel ships) equals the source.
+def test_packaged_client_is_the_client_source() -> None:
+    """broadcaster/static/broadcaster.js (what a wheel ships) is the source itself.
 
     A non-editable install has no clients/ directory, so the server falls back to
-    the packaged copy; after editing the client run
-    `cp clients/js/broadcaster.js broadcaster/static/broadcaster.js`.
+    the packaged file; it is a symlink to clients/js/broadcaster.js, whose content
+    setuptools copies into the wheel, so the two can never drift apart.
     """
+    packaged = Path(__file__).resolve().parents[2] / "broadcaster" / "static" / "broadcaster.js"
+    assert packaged.is_symlink()
+    assert packaged.resolve() == SOURCE.resolve()
     assert _static("broadcaster.js") == SOURCE.read_bytes()
