@@ -39,6 +39,8 @@ class SubscriptionStats:
     bytes_queued: int
     lag: float
     """Seconds the oldest queued message has waited since its publish (0 with no queue)."""
+    max_rate: float | None = None
+    """The subscriber's rate cap in messages/s (subscribe's `max_rate`), None without one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ def subscription_stats(sub: Subscription, now: float) -> SubscriptionStats:
         slow_consumer_timeout=policy.slow_consumer_timeout,
         bytes_queued=sum(len(m.frame) for m in sub.items),
         lag=round(max(0.0, now - sub.items[0].created), 3) if sub.items else 0.0,
+        max_rate=sub.max_rate,
     )
 
 

@@ -109,3 +109,18 @@ async def test_dashboard_sorts_and_aggregates_every_connection(
     await page.click("#sorts button[data-sort='dropped']")
     await page.wait_for_selector("#sorts button.on[data-sort='dropped']")
     assert "sort=dropped" in page.url
+
+
+async def test_dashboard_shows_each_subscriptions_strategy_and_rate_cap(
+    serve: StartServer, page: Page
+) -> None:
+    """A subscription with max_rate shows its strategy and its cap in its row."""
+    server = await serve('[channels."capped"]\nstrategy = "drop-newest"\n')
+    client = await open_client(server.url)
+    await client.subscribe("capped", max_rate=4)
+    (session,) = server.sessions.values()
+    await page.goto(f"http://127.0.0.1:{server.port}/dashboard")
+    await page.wait_for_selector(f"{row(session.id)} .sub")
+    text = await page.inner_text(f"{row(session.id)} .sub")
+    assert "drop-newest" in text
+    assert "≤4" in text

@@ -9,6 +9,7 @@ from typing import Any
 from broadcaster.core.strategies import DropReason
 from tests.conftest import ConnectRaw, StartServer
 from tests.support.clients import open_client
+from tests.support.http import http_get_json
 from tests.support.servers import wait_until
 
 CHANNELS = """
@@ -164,3 +165,19 @@ async def test_conflate_subscriber_that_keeps_up_gets_every_message(
     channel = server.hub.channels["quotes"]
     assert channel.counters.dropped[DropReason.CONFLATED] == 0
     await wait_until(lambda: channel.counters.delivered == 200, what="all delivered")
+
+
+async def test_stats_show_each_subscriptions_rate_cap(serve: StartServer) -> None:
+    """/stats lists the effective max_rate of a capped subscription (null without one)."""
+    server = await serve(CHANNELS)
+    capped = await open_client(server.url)
+    await capped.subscribe("book", max_rate=1000)
+    plain = await open_client(server.url)
+    await plain.subscribe("plain")
+    status, stats = await http_get_json(server.port, "/stats")
+    assert status == 200
+    rates = {
+        c["subscriptions"][0]["channel"]: c["subscriptions"][0]["max_rate"]
+        for c in stats["connections"]
+    }
+    assert rates == {"book": 20, "plain": None}
