@@ -65,10 +65,14 @@ async def connect_raw() -> AsyncIterator[ConnectRaw]:
     """Open raw-socket clients that read only when told (closed at teardown)."""
     opened: list[RawClient] = []
 
-    async def connect(port: int, *, rcvbuf: int = 4096) -> RawClient:
+    async def connect(port: int, *, rcvbuf: int = 4096, subscribe: str | None = None) -> RawClient:
+        """`subscribe`: subscribe to that channel first (then it reads nothing more)."""
         client = RawClient(port, rcvbuf=rcvbuf)
         opened.append(client)
-        return await client.connect()
+        await client.connect()
+        if subscribe is not None:
+            await client.subscribe(subscribe)
+        return client
 
     yield connect
     for client in opened:

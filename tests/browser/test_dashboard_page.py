@@ -58,8 +58,7 @@ async def test_dashboard_shows_a_stalled_client_fall_behind_and_get_cut_off(
     await page.wait_for_selector("#status.live")
 
     stalled = await connect_raw(server.port)
-    await stalled.send({"op": "subscribe", "channel": "slow", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("slow")
     sid = session_of(server, stalled).id
     await page.wait_for_selector(row(sid))
 

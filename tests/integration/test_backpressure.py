@@ -16,7 +16,6 @@ from typing import Any
 from broadcaster.server.app import Broadcaster
 from tests.conftest import ConnectRaw, StartServer
 from tests.support.clients import open_client
-from tests.support.raw_client import RawClient
 from tests.support.servers import wait_until
 
 CHANNELS = """
@@ -57,15 +56,6 @@ def resumed_after(channel: str, last_seq: int) -> Callable[[list[dict[str, Any]]
     return done
 
 
-async def stalled_subscriber(
-    connect_raw: ConnectRaw, server: Broadcaster, channel: str
-) -> RawClient:
-    client = await connect_raw(server.port)
-    await client.send({"op": "subscribe", "channel": channel, "id": 1})
-    await client.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
-    return client
-
-
 def seq_runs(messages: list[dict[str, Any]]) -> tuple[int, int]:
     """(number of messages, total size of the seq gaps) for a strictly increasing stream."""
     seqs = [m["seq"] for m in messages]
@@ -99,7 +89,7 @@ async def test_drop_oldest_stalled_client_gets_newest_messages_and_exact_drop_co
 ) -> None:
     """A stalled drop-oldest subscriber is paused, then gets the newest messages and `dropped`."""
     server = await serve(CHANNELS)
-    stalled = await stalled_subscriber(connect_raw, server, "oldest")
+    stalled = await connect_raw(server.port, subscribe="oldest")
     healthy = await open_client(server.url)
     await healthy.subscribe("oldest")
     total = 300
@@ -139,7 +129,7 @@ async def test_drop_newest_stalled_client_keeps_the_head_and_later_messages_resu
 ) -> None:
     """A stalled drop-newest subscriber keeps the queue's head; the seq gap equals `dropped`."""
     server = await serve(CHANNELS)
-    stalled = await stalled_subscriber(connect_raw, server, "newest")
+    stalled = await connect_raw(server.port, subscribe="newest")
     total = 300
     for i in range(total):
         await server.publish("newest", {"i": i, "pad": PAD})
@@ -168,7 +158,7 @@ async def test_block_channel_pauses_publisher_and_loses_nothing(
 ) -> None:
     """On a block channel the publisher is paused (and not read) until the subscriber catches up."""
     server = await serve(CHANNELS)
-    stalled = await stalled_subscriber(connect_raw, server, "blocked")
+    stalled = await connect_raw(server.port, subscribe="blocked")
     publisher = await open_client(server.url)
     total = 100
     for i in range(total):
@@ -197,7 +187,7 @@ async def test_block_channel_publish_from_application_waits_for_room(
 ) -> None:
     """`server.publish` into a full block channel waits until the subscriber reads."""
     server = await serve(CHANNELS)
-    stalled = await stalled_subscriber(connect_raw, server, "blocked")
+    stalled = await connect_raw(server.port, subscribe="blocked")
     done = 0
     for i in range(200):
         await server.publish("blocked", {"i": i, "pad": PAD})

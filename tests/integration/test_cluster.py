@@ -270,8 +270,7 @@ async def test_block_holds_back_only_the_node_of_the_full_subscriber(
     wait, with flow.pause), then catches up without loss once the subscriber reads."""
     a, b = [await serve(BLOCK_TOML + redis_toml(redis_server.url)) for _ in range(2)]
     stalled = await connect_raw(b.port)
-    await stalled.send({"op": "subscribe", "channel": "orders", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("orders")
     healthy_b = await open_client(b.url)
     await healthy_b.subscribe("orders")
     healthy_a = await open_client(a.url)

@@ -49,8 +49,7 @@ async def test_stats_top_and_sort_list_the_worst_connections_first(
     """`?top=N&sort=depth` returns the N deepest connections, deepest first."""
     server = await serve('[channels."q"]\nqueue_size = 64\n')
     stalled = await connect_raw(server.port)
-    await stalled.send({"op": "subscribe", "channel": "q", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("q")
     healthy = [await open_client(server.url) for _ in range(3)]
     for client in healthy:
         await client.subscribe("q")

@@ -240,8 +240,7 @@ async def fill_block_channel(server: Broadcaster, connect_raw: ConnectRaw) -> Ra
     publish_timeout without room.
     """
     stalled = await connect_raw(server.port)
-    await stalled.send({"op": "subscribe", "channel": "orders", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("orders")
     for i in range(1000):
         try:
             await server.publish("orders", {"i": i, "pad": PAD}, block_timeout=0.3)

@@ -9,13 +9,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError
 
 from broadcaster.metrics.collector import METRIC_NAMES
-from broadcaster.server.app import Broadcaster
 from tests.conftest import ConnectRaw, StartServer
 from tests.support.clients import open_client
 from tests.support.http import http_get_json
 from tests.support.metrics import scrape
-from tests.support.raw_client import RawClient
-from tests.support.servers import TEST_SERVER_TOML, wait_until
+from tests.support.servers import TEST_SERVER_TOML, slow_consumer_disconnects, wait_until
 
 CHANNELS = """
 [channels."news.*"]
@@ -40,21 +38,6 @@ slow_consumer_timeout = 0.3
 """
 
 PAD = "y" * 1000
-
-
-def disconnects(server: Broadcaster, channel: str) -> int:
-    ch = server.hub.channels.get(channel)
-    return ch.counters.slow_consumer_disconnects if ch else 0
-
-
-async def stalled_subscriber(
-    server: Broadcaster, connect_raw: ConnectRaw, channel: str
-) -> RawClient:
-    """A raw client subscribed to `channel` that reads nothing more."""
-    client = await connect_raw(server.port)
-    await client.send({"op": "subscribe", "channel": channel, "id": 1})
-    await client.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
-    return client
 
 
 async def test_every_design_metric_is_exported(serve: StartServer) -> None:
@@ -113,16 +96,16 @@ async def test_drops_pauses_and_a_slow_consumer_disconnect_are_counted(
 ) -> None:
     """A stalled subscriber: queue_full drops and a pause, then 4008 and what it still held."""
     server = await serve(CHANNELS)
-    stalled = await stalled_subscriber(server, connect_raw, "live")
+    stalled = await connect_raw(server.port, subscribe="live")
     before = await scrape(server.port)
     assert before.value("broadcaster_slow_consumer_disconnects_total", channel="live") == 0
 
     for i in range(20_000):
-        if disconnects(server, "live"):
+        if slow_consumer_disconnects(server, "live"):
             break
         await server.publish("live", {"i": i, "pad": PAD})
         await asyncio.sleep(0.001)
-    assert disconnects(server, "live") == 1
+    assert slow_consumer_disconnects(server, "live") == 1
 
     metrics = await scrape(server.port)
     labels = {"channel": "live", "strategy": "drop-oldest"}
@@ -145,7 +128,7 @@ async def test_queue_depth_histogram_counts_subscriptions_by_depth(
 ) -> None:
     """broadcaster_queue_depth is a snapshot: one healthy subscriber at 0, one stalled deep."""
     server = await serve(CHANNELS)
-    await stalled_subscriber(server, connect_raw, "deep")
+    await connect_raw(server.port, subscribe="deep")
     healthy = await open_client(server.url)
     await healthy.subscribe("deep")
     stalled_sub = next(
@@ -177,13 +160,13 @@ async def test_time_publishes_wait_on_a_block_channel_is_observed(
 ) -> None:
     """A publish that waits for room lands in broadcaster_publish_blocked_seconds."""
     server = await serve(CHANNELS)
-    await stalled_subscriber(server, connect_raw, "orders")
+    await connect_raw(server.port, subscribe="orders")
     for i in range(2_000):
-        if disconnects(server, "orders"):
+        if slow_consumer_disconnects(server, "orders"):
             break
         # Waits for room once the stalled queue is full, until the sweeper cuts it off.
         await server.publish("orders", {"i": i, "pad": PAD})
-    assert disconnects(server, "orders") == 1
+    assert slow_consumer_disconnects(server, "orders") == 1
     metrics = await scrape(server.port)
     assert metrics.value("broadcaster_publish_blocked_seconds_count", channel="orders") >= 1
     assert metrics.value("broadcaster_publish_blocked_seconds_sum", channel="orders") > 0

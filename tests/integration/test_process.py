@@ -56,8 +56,7 @@ async def test_sigterm_drains_a_backlog_before_closing(
     proc = await serve_process(PROCESS_TOML)
     reader = await RawClient(proc.port).connect()
     try:
-        await reader.send({"op": "subscribe", "channel": "firehose", "id": 1})
-        await reader.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+        await reader.subscribe("firehose")
         async with connect(proc.url) as ws:
             publisher = JsonClient(ws)
             for i in range(40):
@@ -87,8 +86,7 @@ async def test_memory_stays_bounded_with_many_stalled_clients(
     stalled = [await RawClient(proc.port).connect() for _ in range(40)]
     try:
         for client in stalled:
-            await client.send({"op": "subscribe", "channel": "firehose", "id": 1})
-            await client.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+            await client.subscribe("firehose")
         before = proc.rss_bytes()
         message_size = 1000
         published = 3000

@@ -7,7 +7,7 @@ import asyncio
 from broadcaster.server.app import Broadcaster
 from tests.conftest import ConnectRaw, StartServer
 from tests.support.clients import open_client
-from tests.support.servers import wait_until
+from tests.support.servers import slow_consumer_disconnects, wait_until
 
 CHANNELS = """
 [channels."live"]
@@ -22,11 +22,6 @@ slow_consumer_timeout = 0.3
 """
 
 PAD = "y" * 1000
-
-
-def disconnects(server: Broadcaster, channel: str) -> int:
-    ch = server.hub.channels.get(channel)
-    return ch.counters.slow_consumer_disconnects if ch else 0
 
 
 async def publish_until(server: Broadcaster, channel: str, done: asyncio.Event) -> int:
@@ -47,14 +42,15 @@ async def test_stalled_subscriber_is_closed_with_4008_and_healthy_one_gets_every
     """Behind for longer than slow_consumer_timeout: close 4008; a healthy peer loses nothing."""
     server = await serve(CHANNELS)
     stalled = await connect_raw(server.port)
-    await stalled.send({"op": "subscribe", "channel": "live", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("live")
     healthy = await open_client(server.url)
     await healthy.subscribe("live")
 
     done = asyncio.Event()
     publisher = asyncio.create_task(publish_until(server, "live", done))
-    await wait_until(lambda: disconnects(server, "live") == 1, what="the slow-consumer close")
+    await wait_until(
+        lambda: slow_consumer_disconnects(server, "live") == 1, what="the slow-consumer close"
+    )
     done.set()
     sent = await publisher
 
@@ -76,13 +72,14 @@ async def test_client_that_never_reads_again_is_aborted(
     """A slow consumer that cannot read its close frame is aborted: the server forgets it."""
     server = await serve(CHANNELS)
     stalled = await connect_raw(server.port)
-    await stalled.send({"op": "subscribe", "channel": "live", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("live")
     (session,) = server.sessions.values()
     ws = session.ws
     done = asyncio.Event()
     publisher = asyncio.create_task(publish_until(server, "live", done))
-    await wait_until(lambda: disconnects(server, "live") == 1, what="the slow-consumer close")
+    await wait_until(
+        lambda: slow_consumer_disconnects(server, "live") == 1, what="the slow-consumer close"
+    )
     done.set()
     await publisher
     assert not server.sessions, "the server forgot the client at once"
@@ -97,8 +94,7 @@ async def test_block_channel_is_unblocked_when_the_slow_consumer_is_cut_off(
     """A stalled subscriber blocks a block channel only until its slow-consumer timeout."""
     server = await serve(CHANNELS)
     stalled = await connect_raw(server.port)
-    await stalled.send({"op": "subscribe", "channel": "orders", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("orders")
     healthy = await open_client(server.url)
     await healthy.subscribe("orders")
     total = 200
@@ -106,6 +102,6 @@ async def test_block_channel_is_unblocked_when_the_slow_consumer_is_cut_off(
         # Paced by the healthy reader; blocks while the stalled queue is full.
         await server.publish("orders", {"i": i, "pad": PAD})
         await healthy.messages("orders", 1, timeout=10)
-    assert disconnects(server, "orders") == 1, "the stalled subscriber was cut off"
+    assert slow_consumer_disconnects(server, "orders") == 1, "the stalled subscriber was cut off"
     assert server.hub.channels["orders"].has_room()
     assert len(server.hub.channels["orders"].subscriptions) == 1

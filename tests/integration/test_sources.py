@@ -141,8 +141,7 @@ async def test_file_source_follows_appends_truncation_and_replacement(
 async def stall_block_channel(server: Broadcaster, connect_raw: ConnectRaw) -> RawClient:
     """A TCP-stalled subscriber on `orders`, subscribed before the source publishes there."""
     stalled = await connect_raw(server.port)
-    await stalled.send({"op": "subscribe", "channel": "orders", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("orders")
     return stalled
 
 

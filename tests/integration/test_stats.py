@@ -88,8 +88,7 @@ async def test_stats_sort_limit_and_the_summary_of_every_connection(
     """`top` limits the detail, never the summary; the stalled client leads every ranking."""
     server = await serve(CHANNELS)
     stalled = await connect_raw(server.port)
-    await stalled.send({"op": "subscribe", "channel": "q", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("q")
     healthy = [await open_client(server.url) for _ in range(3)]
     for client in healthy:
         await client.subscribe("q")

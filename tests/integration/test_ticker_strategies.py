@@ -43,8 +43,7 @@ async def test_stalled_client_on_conflate_channel_gets_latest_value_of_every_key
     """After a stall, one message per symbol arrives, each its last value, in first-seen order."""
     server = await serve(CHANNELS)
     stalled = await connect_raw(server.port)
-    await stalled.send({"op": "subscribe", "channel": "quotes", "id": 1})
-    await stalled.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+    await stalled.subscribe("quotes")
     pad = "p" * 150
     for update in range(100):
         for symbol in SYMBOLS:

@@ -63,6 +63,15 @@ class RawClient:
         self.protocol.send_text(orjson.dumps(obj))
         await self._flush()
 
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe to `channel` and read until the server says `subscribed` (then stop)."""
+        await self.send({"op": "subscribe", "channel": channel, "id": 1})
+        await self.read_until(
+            lambda evs: any(
+                e.get("event") == "subscribed" and e.get("channel") == channel for e in evs
+            )
+        )
+
     async def send_raw_text(self, text: str) -> None:
         self.protocol.send_text(text.encode())
         await self._flush()

@@ -15,7 +15,14 @@ from pathlib import Path
 from broadcaster.config import parse_config
 from broadcaster.server.app import Broadcaster
 
-__all__ = ["TEST_SERVER_TOML", "ServerProcess", "free_port", "server_config", "wait_until"]
+__all__ = [
+    "TEST_SERVER_TOML",
+    "ServerProcess",
+    "free_port",
+    "server_config",
+    "slow_consumer_disconnects",
+    "wait_until",
+]
 
 # Small buffers and timeouts so a stalled client backs up after a few
 # kilobytes and a slow consumer is cut off in tenths of seconds; the monitor
@@ -57,6 +64,12 @@ async def wait_until(
         if loop.time() > deadline:
             raise TimeoutError(f"timed out waiting for {what or predicate}")
         await asyncio.sleep(0.01)
+
+
+def slow_consumer_disconnects(server: Broadcaster, channel: str) -> int:
+    """How many subscribers of `channel` the server cut off as slow consumers."""
+    ch = server.hub.channels.get(channel)
+    return ch.counters.slow_consumer_disconnects if ch else 0
 
 
 def free_port() -> int:
