@@ -70,6 +70,12 @@ class ServerConfig:
     """Seconds between WebSocket pings to idle clients (keepalive)."""
     stats_interval: float = 0.5
     """Seconds between `$sys.stats` documents, rate samples and event-loop lag readings."""
+    idle_channel_ttl: float = 300.0
+    """Seconds a channel with no subscriber and no publish is kept (at least its
+    `history_ttl` when it keeps history); then its seq, history and snapshot are
+    forgotten and its next use starts a new epoch. 0 = keep every channel forever.
+    Without it, every channel name ever used would hold memory and a slot of
+    `[limits] max_channels` for the life of the process."""
     allowed_origins: tuple[str, ...] = ("self",)
     """Browser origins allowed to open a WebSocket (others: HTTP 403). "self" is the
     server's own pages (Origin's host:port equals the Host header), "*" any origin,
@@ -370,6 +376,7 @@ _SERVER_KEYS: dict[str, type | tuple[type, ...]] = {
     "close_timeout": (int, float),
     "ping_interval": (int, float),
     "stats_interval": (int, float),
+    "idle_channel_ttl": (int, float),
     "allowed_origins": list,
     "allow_no_origin": bool,
     "tls_cert": str,
@@ -875,6 +882,15 @@ def build_config(
                     at("server", key), f"[server] {key}", "seconds > 0", server_values[key]
                 )
             server_values[key] = float(server_values[key])
+    if "idle_channel_ttl" in server_values:
+        if server_values["idle_channel_ttl"] < 0:
+            raise ConfigError(
+                at("server", "idle_channel_ttl"),
+                "[server] idle_channel_ttl",
+                "seconds >= 0 (0 = keep channels forever)",
+                server_values["idle_channel_ttl"],
+            )
+        server_values["idle_channel_ttl"] = float(server_values["idle_channel_ttl"])
     _server_security(server_values, lambda key: at("server", key))
     server = ServerConfig(**server_values)
 
