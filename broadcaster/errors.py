@@ -70,8 +70,8 @@ class ForbiddenChannel(PublishError):
 class TooManyChannels(ForbiddenChannel):
     """The channel does not exist yet and the server holds `[limits] max_channels` already.
 
-    Channels live as long as the process (their seq, their history), so
-    without this bound every new name a client invents would cost memory for good.
+    Idle channels are freed only after `[server] idle_channel_ttl`, so without
+    this bound a client inventing names fast would still grow memory without limit.
     """
 
 

@@ -123,3 +123,10 @@ class Broker(Protocol):
 
     def channel_room(self, channel: Channel) -> None:
         """A `block` channel's local subscribers all have room again."""
+
+    def channel_freed(self, channel: Channel) -> None:
+        """The hub forgot idle `channel`: drop what this node holds for it.
+
+        A channel of that name used later is a new `Channel` object, brought
+        up to date by `prepare` as any channel this node does not read.
+        """

@@ -18,7 +18,11 @@ __all__ = ["MemoryBroker"]
 
 
 class MemoryBroker:
-    """Channels live as long as the process; the epoch names this process's seq history."""
+    """Seq and history of this process's channels; the epoch names the seq history.
+
+    A channel the hub frees starts again at seq 1 when used later, under the
+    new epoch the hub gives it.
+    """
 
     name = "memory"
 
@@ -73,3 +77,7 @@ class MemoryBroker:
 
     def channel_room(self, channel: Channel) -> None:
         return None
+
+    def channel_freed(self, channel: Channel) -> None:
+        # Freed only after history_ttl without a publish: nothing in it is still retained.
+        self._history.pop(channel.name, None)

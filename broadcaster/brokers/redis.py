@@ -251,6 +251,10 @@ class RedisBroker:
     def channel_room(self, channel: Channel) -> None:
         self.reader.resume(channel)
 
+    def channel_freed(self, channel: Channel) -> None:
+        # The stream stays in Redis (seq and epoch live there); this node stops tracking it.
+        self.reader.untrack(channel)
+
 
 def _entry_ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])

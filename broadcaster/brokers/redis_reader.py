@@ -117,6 +117,14 @@ class StreamReader:
         self.changed()
         return tail
 
+    def untrack(self, channel: Channel) -> None:
+        """Forget the tail of `channel` (a freed channel, so not read: no XREAD changes)."""
+        tail = self.tails.get(channel.name)
+        if tail is not None and tail.channel is channel:
+            del self.tails[channel.name]
+            if self._by_key.get(tail.key) is tail:
+                del self._by_key[tail.key]
+
     def changed(self) -> None:
         """The set of wanted tails changed: make the blocking read start over."""
         if self._in_read and self._woken_gen != self._read_gen:

@@ -54,6 +54,17 @@ class ChannelCounters:
     def count_dropped(self, reason: DropReason, count: int) -> None:
         self.dropped[reason] += count
 
+    def absorb(self, other: ChannelCounters) -> None:
+        """Add `other`'s counts to these: a freed channel's totals live on in its label's."""
+        self.published += other.published
+        self.delivered += other.delivered
+        self.pauses += other.pauses
+        self.slow_consumer_disconnects += other.slow_consumer_disconnects
+        for reason, count in other.dropped.items():
+            self.dropped[reason] += count
+        self.latency.merge(other.latency)
+        self.blocked.merge(other.blocked)
+
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
@@ -65,7 +76,9 @@ class Channel:
     `full_count` counts subscriptions of a `block` channel whose queue is full;
     the channel has room for a publish only when it is zero. `on_room` is
     called when it returns to zero, so the adapter can wake a waiting
-    publisher.
+    publisher. `pins` counts operations that hold the channel across an await
+    before attaching to it (a subscribe waiting on the broker): the hub does
+    not free a pinned channel, or that subscriber would attach to an orphan.
     """
 
     __slots__ = (
@@ -77,6 +90,7 @@ class Channel:
         "latest",
         "name",
         "on_room",
+        "pins",
         "policy",
         "subscriptions",
     )
@@ -89,6 +103,7 @@ class Channel:
         self.subscriptions: list[Subscription] = []
         self.counters = ChannelCounters()
         self.full_count = 0
+        self.pins = 0
         self.on_room: Callable[[Channel], None] | None = None
         self.latest: dict[Hashable, Message] | None = {} if policy.snapshot else None
         """Snapshot channels: the newest message of every key (last-value cache)."""

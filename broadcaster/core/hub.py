@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from broadcaster.core.channel import Channel
+from broadcaster.core.channel import Channel, ChannelCounters
 from broadcaster.core.outbox import Outbox
 from broadcaster.core.policy import PolicyTable
 from broadcaster.core.subscription import Subscription
@@ -22,6 +22,17 @@ class Hub:
 
     Subscriptions at or above their high watermark are kept in one set, so
     the periodic `tick(now)` looks only at subscribers that are behind.
+
+    Channels are created by any name a client or publisher uses, so they must
+    also go: `sweep_idle(now)` frees a channel that has had no subscriber, no
+    publish and no pin for `idle_ttl` seconds (at least its `history_ttl` when
+    it keeps history, so retained messages stay recoverable). Its counters are
+    added to `retired` under its metrics label, so totals never go backwards;
+    `on_channel_freed` lets the broker forget its state. A channel created
+    after any channel was freed gets a new epoch (`<epoch>.<frees so far>`):
+    a name used again starts at seq 1, and clients must see a new epoch then.
+    Idle candidates are kept in their own map, so a sweep costs per idle
+    channel, not per channel.
     """
 
     def __init__(
@@ -33,6 +44,8 @@ class Hub:
         on_channel_active: Callable[[Channel], None] | None = None,
         on_channel_idle: Callable[[Channel], None] | None = None,
         on_slow_consumer: Callable[[Subscription, float], None] | None = None,
+        on_channel_freed: Callable[[Channel], None] | None = None,
+        idle_ttl: float = 0.0,
     ) -> None:
         self.policies = policies
         self.epoch = epoch
@@ -43,6 +56,16 @@ class Hub:
         self._on_channel_active = on_channel_active
         self._on_channel_idle = on_channel_idle
         self._on_slow_consumer = on_slow_consumer
+        self._on_channel_freed = on_channel_freed
+        self.idle_ttl = idle_ttl
+        """Seconds an unused channel is kept; 0 keeps every channel forever."""
+        self.freed = 0
+        """Channels freed so far (it also names the epoch of channels created since)."""
+        self.retired: dict[str, ChannelCounters] = {}
+        """The counters of freed channels, summed per metrics label."""
+        # name -> (when it was first seen unused, its published count then);
+        # None: seen unused since the last sweep, stamped by the next one.
+        self._idle: dict[str, tuple[float | None, int]] = {}
 
     def channel(self, name: str) -> Channel | None:
         """The channel called `name`, created if needed; None if strict config refuses it."""
@@ -51,8 +74,11 @@ class Hub:
             policy = self.policies.resolve(name)
             if policy is None:
                 return None
-            channel = Channel(name, policy, epoch=self.epoch)
+            epoch = f"{self.epoch}.{self.freed}" if self.freed else self.epoch
+            channel = Channel(name, policy, epoch=epoch)
             self.channels[name] = channel
+            if self.idle_ttl:
+                self._idle[name] = (None, 0)
             if self._on_channel_created is not None:
                 self._on_channel_created(channel)
         return channel
@@ -113,10 +139,55 @@ class Hub:
             self.drop(sub.outbox)
         return dropped
 
+    def sweep_idle(self, now: float) -> list[Channel]:
+        """Free every channel unused for its idle time; return the channels freed.
+
+        Unused means no subscription, no publish waiting for room, no pin and
+        no publish between two sweeps `idle_ttl` (or `history_ttl`) apart.
+        """
+        if not self.idle_ttl:
+            return []
+        freed: list[Channel] = []
+        idle = self._idle
+        for name, (since, published) in list(idle.items()):
+            channel = self.channels.get(name)
+            if channel is None or channel.subscriptions:
+                del idle[name]  # gone already, or in use: _detach puts it back
+                continue
+            if channel.pins or channel.full_count:
+                idle[name] = (None, 0)  # in use now: the idle time starts after it
+                continue
+            count = channel.counters.published
+            if since is None or count != published:
+                idle[name] = (now, count)
+                continue
+            policy = channel.policy
+            ttl = max(self.idle_ttl, policy.history_ttl if policy.history_size else 0.0)
+            if now - since >= ttl:
+                del idle[name]
+                self._free(channel)
+                freed.append(channel)
+        return freed
+
+    def _free(self, channel: Channel) -> None:
+        del self.channels[channel.name]
+        self.freed += 1
+        label = channel.policy.label
+        retired = self.retired.get(label)
+        if retired is None:
+            retired = self.retired[label] = ChannelCounters()
+        retired.absorb(channel.counters)
+        channel.latest = None if channel.latest is None else {}
+        if self._on_channel_freed is not None:
+            self._on_channel_freed(channel)
+
     def _detach(self, sub: Subscription) -> None:
         sub.discard()
         subs = sub.channel.subscriptions
         if sub in subs:
             subs.remove(sub)
-            if not subs and self._on_channel_idle is not None:
-                self._on_channel_idle(sub.channel)
+            if not subs:
+                if self.idle_ttl:
+                    self._idle[sub.channel.name] = (None, 0)
+                if self._on_channel_idle is not None:
+                    self._on_channel_idle(sub.channel)

@@ -30,6 +30,7 @@ from broadcaster.core.outbox import SAMPLE_EVERY
 from broadcaster.core.strategies import DropReason, Strategy
 
 if TYPE_CHECKING:
+    from broadcaster.core.channel import ChannelCounters
     from broadcaster.core.hub import Hub
     from broadcaster.server.app import Broadcaster
 
@@ -87,32 +88,41 @@ class _LabelTotals:
 
 
 def _by_label(hub: Hub) -> dict[str, _LabelTotals]:
-    """Sum every channel's counters into its label (channels are never removed from the hub)."""
+    """Sum every channel's counters into its label, freed channels' (`hub.retired`) included.
+
+    Counters must never go backwards, or Prometheus reads a reset: a channel
+    the hub frees leaves its counts in `retired` under the same label.
+    """
     totals: dict[str, _LabelTotals] = {}
     policies = hub.policies
     for _pattern, policy in policies.entries:
         totals.setdefault(policy.label, _LabelTotals(policy.strategy.value))
     if not policies.strict:
         totals.setdefault(policies.defaults.label, _LabelTotals(policies.defaults.strategy.value))
+    for label, counters in hub.retired.items():
+        _add(totals[label], counters)  # every label comes from the table, as above
     for channel in hub.channels.values():
         policy = channel.policy
         agg = totals.get(policy.label)
         if agg is None:
             agg = totals[policy.label] = _LabelTotals(policy.strategy.value)
-        counters = channel.counters
         agg.subscriptions += len(channel.subscriptions)
-        agg.published += counters.published
-        agg.delivered += counters.delivered
-        agg.pauses += counters.pauses
-        agg.slow_consumer_disconnects += counters.slow_consumer_disconnects
-        for reason, n in counters.dropped.items():
-            agg.dropped[reason] += n
-        agg.latency.merge(counters.latency)
-        agg.blocked.merge(counters.blocked)
+        _add(agg, channel.counters)
         depth = agg.depth
         for sub in channel.subscriptions:
             depth.observe(len(sub.items) + sub.in_transport)
     return totals
+
+
+def _add(agg: _LabelTotals, counters: ChannelCounters) -> None:
+    agg.published += counters.published
+    agg.delivered += counters.delivered
+    agg.pauses += counters.pauses
+    agg.slow_consumer_disconnects += counters.slow_consumer_disconnects
+    for reason, n in counters.dropped.items():
+        agg.dropped[reason] += n
+    agg.latency.merge(counters.latency)
+    agg.blocked.merge(counters.blocked)
 
 
 def _histogram(name: str, doc: str, values: Iterable[tuple[str, Buckets]]) -> HistogramMetricFamily:

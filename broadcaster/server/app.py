@@ -186,6 +186,8 @@ class Broadcaster:
             on_channel_active=self._channel_active,
             on_channel_idle=self._channel_idle,
             on_slow_consumer=self._slow_consumer,
+            on_channel_freed=self._channel_freed,
+            idle_ttl=cfg.server.idle_channel_ttl,
         )
         self.broker: Broker = self._make_broker()
         await self.broker.start()
@@ -268,6 +270,11 @@ class Broadcaster:
     def _channel_idle(self, channel: Channel) -> None:
         if not is_system(channel.name):
             self.broker.channel_idle(channel)
+
+    def _channel_freed(self, channel: Channel) -> None:
+        self.monitor.rates.forget(channel.name)
+        if not is_system(channel.name):
+            self.broker.channel_freed(channel)
 
     def _slow_consumer(self, sub: Subscription, now: float) -> None:
         """Remember who was cut off and how far behind, for /stats and the dashboard."""
@@ -460,9 +467,20 @@ class Broadcaster:
             p.slow_consumer_timeout for _, p in self.config.policies.entries
         ]
         interval = min(0.25, max(0.01, min(timeouts) / 10))
+        # Idle channels are looked at a few times per idle_channel_ttl, at most every 5 s.
+        idle_every = min(5.0, self.hub.idle_ttl / 4)
+        next_idle_sweep = self._loop.time() + idle_every
         while True:
             await asyncio.sleep(interval)
             self._close_slow_consumers()
+            if self.hub.idle_ttl and self._loop.time() >= next_idle_sweep:
+                self._free_idle_channels()
+                next_idle_sweep = self._loop.time() + idle_every
+
+    def _free_idle_channels(self) -> None:
+        freed = self.hub.sweep_idle(self._loop.time())
+        if freed:
+            logger.debug("freed %d idle channels", len(freed))
 
     def _close_slow_consumers(self) -> None:
         # Its own function: nothing stays referenced from the sleeping sweeper.

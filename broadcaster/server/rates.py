@@ -61,6 +61,10 @@ class RateWindow:
             while len(ring) > 2 and ring[1].at <= horizon:
                 ring.popleft()
 
+    def forget(self, name: str) -> None:
+        """Drop the samples of a channel the hub freed (a new one of that name starts over)."""
+        self._samples.pop(name, None)
+
     def rates(self, name: str) -> Rates:
         """Messages per second of channel `name` over the recent window."""
         ring = self._samples.get(name)

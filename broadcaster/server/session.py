@@ -269,6 +269,7 @@ class ClientSession:
             self.send(events.error(ErrorCode.UNKNOWN_CHANNEL, _unknown(name), op.id))
             return
         recovery = None
+        channel.pins += 1  # not freed as idle while this waits on the broker
         try:
             # The broker brings the channel's seq up to date (a Redis node that
             # does not read this channel yet starts reading it) and, with
@@ -281,6 +282,8 @@ class ClientSession:
             retry = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
             self.send(events.error(exc.code, str(exc), op.id, **retry))
             return
+        finally:
+            channel.pins -= 1
         if self.closing or name in self.outbox.subscriptions:
             return
         # From here to the attachment nothing awaits: the reply's seq, the

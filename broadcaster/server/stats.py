@@ -111,12 +111,19 @@ def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth"
         entry["dropped_total"] = channel.counters.dropped_total
         entry["rates"] = app.monitor.rates.rates(name)._asdict()
         channels[name] = entry
+    # Totals count freed channels too (hub.retired), so they never go backwards.
+    retired = app.hub.retired.values()
     totals = {
-        "published": sum(c["published"] for c in channels.values()),
-        "delivered": sum(c["delivered"] for c in channels.values()),
-        "dropped": sum(c["dropped_total"] for c in channels.values()),
-        "pauses": sum(c["pauses"] for c in channels.values()),
-        "slow_consumer_disconnects": sum(c["slow_consumer_disconnects"] for c in channels.values()),
+        "published": sum(c["published"] for c in channels.values())
+        + sum(r.published for r in retired),
+        "delivered": sum(c["delivered"] for c in channels.values())
+        + sum(r.delivered for r in retired),
+        "dropped": sum(c["dropped_total"] for c in channels.values())
+        + sum(r.dropped_total for r in retired),
+        "pauses": sum(c["pauses"] for c in channels.values()) + sum(r.pauses for r in retired),
+        "slow_consumer_disconnects": sum(c["slow_consumer_disconnects"] for c in channels.values())
+        + sum(r.slow_consumer_disconnects for r in retired),
+        "channels_freed": app.hub.freed,
     }
     return {
         "server": {

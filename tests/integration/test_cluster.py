@@ -358,3 +358,28 @@ async def test_a_node_starts_while_redis_is_down_and_joins_when_it_comes(
         await node.stop()
     finally:
         redis.kill()
+
+
+async def test_a_channel_freed_on_a_node_resumes_from_redis(
+    redis_server: RedisServer, serve: StartServer
+) -> None:
+    """The seq history lives in Redis: a node that freed an idle channel picks up where the
+    cluster is (same epoch, next seq), not at seq 1 under a new epoch as a lone node would."""
+    node = await serve(
+        '[channels."news"]\nhistory_size = 10\nhistory_ttl = 0.3\n' + redis_toml(redis_server.url),
+        server_toml=TEST_SERVER_TOML + "idle_channel_ttl = 0.2\n",
+    )
+    client, publisher = await open_client(node.url), await open_client(node.url)
+    first = await client.subscribe("news")
+    for i in range(3):
+        assert await publisher.publish("news", i) == i + 1
+    await client.messages("news", 3)
+    await client.send({"op": "unsubscribe", "channel": "news", "id": "u"})
+    await client.recv_event("unsubscribed", id="u")
+    await wait_until(lambda: "news" not in node.hub.channels, what="'news' freed on the node")
+    assert "news" not in node.broker.reader.tails  # type: ignore[attr-defined]
+
+    again = await client.subscribe("news", since=3, epoch=first["epoch"])
+    assert (again["epoch"], again["seq"], again["recovered"]) == (first["epoch"], 3, True)
+    assert await publisher.publish("news", 3) == 4
+    assert [(m["seq"], m["data"]) for m in await client.messages("news", 1)] == [(4, 3)]

@@ -240,7 +240,7 @@ async def test_over_max_subscriptions_gets_forbidden(serve: StartServer) -> None
 
 
 async def test_over_max_channels_a_new_channel_is_forbidden(serve: StartServer) -> None:
-    """Channels live as long as the process: past `max_channels`, new names are refused,
+    """Past `max_channels` channels held at once, new names are refused,
     existing ones keep working (subscribe, WebSocket publish, in-process publish)."""
     server = await serve("[limits]\nmax_channels = 2\n")
     client = await open_client(server.url)

@@ -1,0 +1,162 @@
+"""Idle channels are freed: names clients invent must not hold memory (or a max_channels slot).
+
+A channel is freed after `idle_ttl` seconds with no subscriber, no publish
+and no pin, seen on two sweeps that far apart; a channel keeping history is
+kept at least its `history_ttl`. The same name used later is a new channel
+at seq 0 under a new epoch, and the freed channel's counts stay in
+`hub.retired` so totals never go backwards.
+"""
+
+from __future__ import annotations
+
+from broadcaster.core.channel import Channel
+from broadcaster.core.hub import Hub
+from broadcaster.core.policy import ChannelPolicy, PolicyTable
+from tests.unit.support import Connection, make_message
+
+TTL = 10.0
+
+
+def idle_hub(table: PolicyTable | None = None, ttl: float = TTL) -> tuple[Hub, list[str]]:
+    freed: list[str] = []
+    hub = Hub(
+        table or PolicyTable(),
+        epoch="e1",
+        idle_ttl=ttl,
+        on_channel_freed=lambda channel: freed.append(channel.name),
+    )
+    return hub, freed
+
+
+def channel_of(hub: Hub, name: str) -> Channel:
+    channel = hub.channel(name)
+    assert channel is not None
+    return channel
+
+
+def publish(channel: Channel, count: int = 1) -> None:
+    for _ in range(count):
+        channel.fan_out(make_message(channel.name, channel.last_seq + 1))
+
+
+def test_an_unused_channel_is_freed_after_the_idle_ttl() -> None:
+    """Kept until idle_ttl after the sweep that first saw it unused, then freed and announced."""
+    hub, freed = idle_hub()
+    channel_of(hub, "c")
+    assert hub.sweep_idle(100.0) == []  # first seen unused at 100
+    assert hub.sweep_idle(100.0 + TTL - 0.1) == []
+    assert "c" in hub.channels
+    assert [c.name for c in hub.sweep_idle(100.0 + TTL)] == ["c"]
+    assert "c" not in hub.channels
+    assert freed == ["c"]
+    assert hub.freed == 1
+
+
+def test_a_freed_name_used_again_starts_at_seq_0_under_a_new_epoch() -> None:
+    """Clients holding the old epoch must see the seq history changed, not a false gap."""
+    hub, _ = idle_hub()
+    old = channel_of(hub, "c")
+    publish(old, 5)
+    hub.sweep_idle(0.0)
+    hub.sweep_idle(TTL)
+    new = channel_of(hub, "c")
+    assert new is not old
+    assert (new.last_seq, old.epoch) == (0, "e1")
+    assert new.epoch not in {old.epoch, ""}
+    # A channel never freed before keeps the node's epoch; later ones get later epochs.
+    channel_of(hub, "other")
+    hub.sweep_idle(2 * TTL)
+    hub.sweep_idle(3 * TTL)
+    assert channel_of(hub, "c").epoch not in {old.epoch, new.epoch}
+
+
+def test_a_channel_with_a_subscriber_is_kept_and_its_idle_time_starts_when_it_leaves() -> None:
+    """Subscribed channels live on; the idle clock starts at the last unsubscribe."""
+    hub, freed = idle_hub()
+    conn = Connection(hub, 1)
+    hub.subscribe(conn.outbox, channel_of(hub, "c"))
+    hub.sweep_idle(0.0)
+    hub.sweep_idle(5 * TTL)
+    assert freed == []
+    hub.unsubscribe(conn.outbox, "c")
+    hub.sweep_idle(6 * TTL)  # first seen unused
+    hub.sweep_idle(7 * TTL - 1)
+    assert freed == []
+    hub.sweep_idle(7 * TTL)
+    assert freed == ["c"]
+
+
+def test_a_dropped_connection_leaves_its_channels_idle() -> None:
+    """A connection going away counts like an unsubscribe for the idle clock."""
+    hub, freed = idle_hub()
+    conn = Connection(hub, 1)
+    hub.subscribe(conn.outbox, channel_of(hub, "c"))
+    hub.drop(conn.outbox)
+    hub.sweep_idle(0.0)
+    hub.sweep_idle(TTL)
+    assert freed == ["c"]
+
+
+def test_a_publish_restarts_the_idle_clock() -> None:
+    """A channel published to without subscribers is in use (its seq and history matter)."""
+    hub, freed = idle_hub()
+    channel = channel_of(hub, "c")
+    hub.sweep_idle(0.0)
+    publish(channel)
+    hub.sweep_idle(TTL)  # published since the last sweep: seen unused from here
+    assert freed == []
+    hub.sweep_idle(2 * TTL - 0.1)
+    assert freed == []
+    hub.sweep_idle(2 * TTL)
+    assert freed == ["c"]
+
+
+def test_a_pinned_channel_is_not_freed() -> None:
+    """A subscribe waiting on the broker pins its channel, or it would attach to an orphan."""
+    hub, freed = idle_hub()
+    channel = channel_of(hub, "c")
+    channel.pins += 1
+    hub.sweep_idle(0.0)
+    hub.sweep_idle(5 * TTL)
+    assert freed == []
+    channel.pins -= 1
+    hub.sweep_idle(6 * TTL)  # the idle time starts after the pin
+    assert freed == []
+    hub.sweep_idle(7 * TTL)
+    assert freed == ["c"]
+
+
+def test_a_channel_with_history_is_kept_for_its_history_ttl() -> None:
+    """Retained messages stay recoverable: the idle time is at least history_ttl."""
+    kept = ChannelPolicy(history_size=10, history_ttl=3 * TTL)
+    hub, freed = idle_hub(PolicyTable().with_entry("h", kept))
+    publish(channel_of(hub, "h"))
+    channel_of(hub, "plain")
+    hub.sweep_idle(0.0)
+    hub.sweep_idle(TTL)
+    assert freed == ["plain"]
+    hub.sweep_idle(3 * TTL - 0.1)
+    assert freed == ["plain"]
+    hub.sweep_idle(3 * TTL)
+    assert freed == ["plain", "h"]
+
+
+def test_idle_ttl_0_keeps_every_channel() -> None:
+    """0 turns freeing off: channels live as long as the process."""
+    hub, freed = idle_hub(ttl=0.0)
+    channel_of(hub, "c")
+    for now in (0.0, 1e6, 2e6):
+        assert hub.sweep_idle(now) == []
+    assert "c" in hub.channels
+    assert freed == []
+
+
+def test_freed_counters_are_kept_under_the_channel_label() -> None:
+    """Published, delivered and dropped totals per label never go backwards."""
+    hub, _ = idle_hub(PolicyTable().with_entry("news.*", ChannelPolicy()))
+    for name in ("news.a", "news.b"):
+        publish(channel_of(hub, name), 3)
+    hub.sweep_idle(0.0)
+    hub.sweep_idle(TTL)
+    assert hub.channels == {}
+    assert hub.retired["news.*"].published == 6
