@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from broadcaster.core.channel import Channel, ChannelCounters
@@ -9,7 +10,10 @@ from broadcaster.core.outbox import Outbox
 from broadcaster.core.policy import PolicyTable
 from broadcaster.core.subscription import Subscription
 
-__all__ = ["Hub"]
+__all__ = ["IDLE_SWEEP_BUDGET", "Hub"]
+
+# Idle candidates one `sweep_idle` call looks at: a few milliseconds of work.
+IDLE_SWEEP_BUDGET = 2_000
 
 
 class Hub:
@@ -139,21 +143,25 @@ class Hub:
             self.drop(sub.outbox)
         return dropped
 
-    def sweep_idle(self, now: float) -> list[Channel]:
-        """Free every channel unused for its idle time; return the channels freed.
+    def sweep_idle(self, now: float, budget: int = IDLE_SWEEP_BUDGET) -> list[Channel]:
+        """Look at up to `budget` idle candidates; free those unused for their idle time.
 
         Unused means no subscription, no publish waiting for room, no pin and
-        no publish between two sweeps `idle_ttl` (or `history_ttl`) apart.
+        no publish between two looks `idle_ttl` (or `history_ttl`) apart.
+        The budget bounds the time one call holds the event loop (100,000
+        candidates at once took ~50 ms, freeing them ~280 ms); candidates are
+        visited round-robin, each look moving one to the back. Returns the
+        channels freed.
         """
         if not self.idle_ttl:
             return []
         freed: list[Channel] = []
         idle = self._idle
-        for name, (since, published) in list(idle.items()):
+        for name in list(itertools.islice(idle, budget)):
+            since, published = idle.pop(name)
             channel = self.channels.get(name)
             if channel is None or channel.subscriptions:
-                del idle[name]  # gone already, or in use: _detach puts it back
-                continue
+                continue  # gone already, or in use: _detach makes it a candidate again
             if channel.pins or channel.full_count:
                 idle[name] = (None, 0)  # in use now: the idle time starts after it
                 continue
@@ -164,9 +172,10 @@ class Hub:
             policy = channel.policy
             ttl = max(self.idle_ttl, policy.history_ttl if policy.history_size else 0.0)
             if now - since >= ttl:
-                del idle[name]
                 self._free(channel)
                 freed.append(channel)
+            else:
+                idle[name] = (since, published)
         return freed
 
     def _free(self, channel: Channel) -> None:

@@ -467,15 +467,11 @@ class Broadcaster:
             p.slow_consumer_timeout for _, p in self.config.policies.entries
         ]
         interval = min(0.25, max(0.01, min(timeouts) / 10))
-        # Idle channels are looked at a few times per idle_channel_ttl, at most every 5 s.
-        idle_every = min(5.0, self.hub.idle_ttl / 4)
-        next_idle_sweep = self._loop.time() + idle_every
         while True:
             await asyncio.sleep(interval)
             self._close_slow_consumers()
-            if self.hub.idle_ttl and self._loop.time() >= next_idle_sweep:
-                self._free_idle_channels()
-                next_idle_sweep = self._loop.time() + idle_every
+            # A bounded share of the idle candidates per tick (Hub.sweep_idle's budget).
+            self._free_idle_channels()
 
     def _free_idle_channels(self) -> None:
         freed = self.hub.sweep_idle(self._loop.time())

@@ -160,3 +160,17 @@ def test_freed_counters_are_kept_under_the_channel_label() -> None:
     hub.sweep_idle(TTL)
     assert hub.channels == {}
     assert hub.retired["news.*"].published == 6
+
+
+def test_one_sweep_looks_at_no_more_than_its_budget_and_all_are_reached() -> None:
+    """A bounded share per call keeps the loop responsive; round-robin reaches every one."""
+    hub, freed = idle_hub()
+    for i in range(5):
+        channel_of(hub, f"c{i}")
+    for _ in range(3):  # 6 looks: every candidate stamped at 0
+        hub.sweep_idle(0.0, budget=2)
+    sizes: list[int] = []
+    while len(freed) < 5 and len(sizes) < 10:
+        sizes.append(len(hub.sweep_idle(TTL, budget=2)))
+    assert max(sizes) <= 2
+    assert sorted(freed) == [f"c{i}" for i in range(5)]
