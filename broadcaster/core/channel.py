@@ -84,6 +84,7 @@ class Channel:
     __slots__ = (
         "_key_path",
         "counters",
+        "created",
         "epoch",
         "full_count",
         "last_seq",
@@ -95,8 +96,18 @@ class Channel:
         "subscriptions",
     )
 
-    def __init__(self, name: str, policy: ChannelPolicy, *, epoch: str, last_seq: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        policy: ChannelPolicy,
+        *,
+        epoch: str,
+        last_seq: int = 0,
+        created: float = 0.0,
+    ) -> None:
         self.name = name
+        self.created = created
+        """When the hub created it: where its counters started from zero (for rates)."""
         self.policy = policy
         self.epoch = epoch
         self.last_seq = last_seq

@@ -71,15 +71,15 @@ class Hub:
         # None: seen unused since the last sweep, stamped by the next one.
         self._idle: dict[str, tuple[float | None, int]] = {}
 
-    def channel(self, name: str) -> Channel | None:
-        """The channel called `name`, created if needed; None if strict config refuses it."""
+    def channel(self, name: str, now: float = 0.0) -> Channel | None:
+        """The channel called `name`, created at `now` if needed; None if strict refuses it."""
         channel = self.channels.get(name)
         if channel is None:
             policy = self.policies.resolve(name)
             if policy is None:
                 return None
             epoch = f"{self.epoch}.{self.freed}" if self.freed else self.epoch
-            channel = Channel(name, policy, epoch=epoch)
+            channel = Channel(name, policy, epoch=epoch, created=now)
             self.channels[name] = channel
             if self.idle_ttl:
                 self._idle[name] = (None, 0)

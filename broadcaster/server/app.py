@@ -374,7 +374,7 @@ class Broadcaster:
         if problem:
             raise InvalidPublish(problem)
         self.check_new_channel(channel)
-        target = self.hub.channel(channel)
+        target = self.hub.channel(channel, self._loop.time())
         if target is None:
             raise UnknownChannel(
                 f"channel {channel!r} matches no [channels] entry and strict_channels is on"

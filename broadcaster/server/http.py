@@ -148,17 +148,21 @@ class HttpEndpoints:
         )
 
     def _stats(self, query: dict[str, list[str]]) -> Response:
-        try:
-            top_text = query.get("top", [None])[-1]
-            top = int(top_text) if top_text is not None else None
-        except ValueError:
-            return _json(
-                http.HTTPStatus.BAD_REQUEST,
-                {"error": "invalid_query", "message": "top must be an integer >= 0"},
-            )
+        counts: dict[str, int | None] = {}
+        for key in ("top", "channels"):
+            text = query.get(key, [None])[-1]
+            try:
+                counts[key] = int(text) if text is not None else None
+            except ValueError:
+                return _json(
+                    http.HTTPStatus.BAD_REQUEST,
+                    {"error": "invalid_query", "message": f"{key} must be an integer >= 0"},
+                )
         sort = query.get("sort", ["depth"])[-1]
         try:
-            document = build_stats(self.app, top=top, sort=sort)
+            document = build_stats(
+                self.app, top=counts["top"], sort=sort, max_channels=counts["channels"]
+            )
         except StatsQueryError as exc:
             return _json(
                 http.HTTPStatus.BAD_REQUEST, {"error": "invalid_query", "message": str(exc)}

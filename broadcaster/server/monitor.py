@@ -1,13 +1,14 @@
-"""The server's periodic observer: event-loop lag, recent rates, and `$sys.stats`.
+"""The server's periodic observer: event-loop lag and `$sys.stats`.
 
 Each lag reading also goes to the server's load shedding (`Broadcaster.lag_sampled`).
 
 One task wakes every `interval` seconds on absolute deadlines. How late it
 wakes is the event-loop lag (a loop busy with a long callback wakes every
-timer late). On each tick it samples the channel counters for /stats' rates
-and, only while `$sys.stats` has subscribers, publishes the /stats document
-(the `top` worst connections plus aggregates) there. Nobody watching costs
-one dictionary lookup per tick.
+timer late). On each tick, only while `$sys.stats` has subscribers, it
+publishes the /stats document there (the `top` worst connections, the
+busiest channels, aggregates of all). Nobody watching costs one dictionary
+lookup per tick. Rates are not sampled here: `rates.py` reads them lazily
+for what a document shows.
 
 The interval (`[server] stats_interval`, 0.5 s by default) is below one
 second so that subscribers get a document at least once a second even when
@@ -34,6 +35,9 @@ logger = logging.getLogger("broadcaster.monitor")
 
 # Connections detailed in each $sys.stats document; the rest are in its histogram.
 STATS_TOP = 50
+# Channels in each `$sys.stats` document: the busiest (the dashboard shows 30);
+# `totals` still covers all of them.
+STATS_CHANNELS = 100
 
 
 class Monitor:
@@ -85,12 +89,13 @@ class Monitor:
                 logger.exception("monitor tick failed")
 
     def tick(self, now: float) -> None:
-        """Sample rates; publish /stats on `$sys.stats` if anyone listens."""
+        """Publish /stats on `$sys.stats` if anyone listens."""
         self.ticks += 1
         hub = self.app.hub
-        self.rates.sample(now, hub.channels)
         channel = hub.channels.get(STATS_CHANNEL)
         if channel is not None and channel.subscriptions:
-            document = build_stats(self.app, top=self.stats_top, sort="depth")
+            document = build_stats(
+                self.app, top=self.stats_top, sort="depth", max_channels=STATS_CHANNELS
+            )
             publish_local(self.app.factory, channel, document)
             self.stats_published += 1

@@ -263,7 +263,7 @@ class ClientSession:
             return
         if not self._may_subscribe(name, op):
             return
-        channel = self.app.hub.channel(name)
+        channel = self.app.hub.channel(name, self.loop.time())
         if channel is None:
             self.app.metrics.refused("unknown_channel")
             self.send(events.error(ErrorCode.UNKNOWN_CHANNEL, _unknown(name), op.id))

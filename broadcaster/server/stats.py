@@ -12,6 +12,7 @@ queue, so it is computed for the shown connections only).
 from __future__ import annotations
 
 import heapq
+import itertools
 from bisect import bisect_left
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from broadcaster.core.histogram import DEPTH_BUCKETS
 from broadcaster.core.stats import channel_stats, subscription_stats
 
 if TYPE_CHECKING:
+    from broadcaster.core.channel import Channel
     from broadcaster.server.app import Broadcaster
     from broadcaster.server.session import ClientSession
 
@@ -59,6 +61,10 @@ def connection_entry(session: ClientSession, now: float) -> dict[str, Any]:
     }
 
 
+def _busy(channel: Channel) -> tuple[int, int]:
+    return len(channel.subscriptions), channel.counters.published
+
+
 def _check(top: int | None, sort: str) -> None:
     if sort not in SORT_KEYS:
         raise StatsQueryError(f"sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
@@ -66,14 +72,24 @@ def _check(top: int | None, sort: str) -> None:
         raise StatsQueryError(f"top must be an integer >= 0, got {top}")
 
 
-def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth") -> dict[str, Any]:
+def build_stats(
+    app: Broadcaster,
+    *,
+    top: int | None = None,
+    sort: str = "depth",
+    max_channels: int | None = None,
+) -> dict[str, Any]:
     """The document served at /stats and published on $sys.stats.
 
     `connections` lists the `top` worst by `sort` (all when `top` is None),
     worst first; ties go to the older connection. `summary` covers every
-    connection, shown or not.
+    connection, shown or not. `channels` lists the `max_channels` busiest
+    (most subscribers, then most published; all when None); `totals` covers
+    every channel, shown or not.
     """
     _check(top, sort)
+    if max_channels is not None and max_channels < 0:
+        raise StatsQueryError(f"channels must be an integer >= 0, got {max_channels}")
     now = app.loop.time()
     sessions = list(app.sessions.values())
     # One tight pass over every connection (a few integer reads per
@@ -105,25 +121,54 @@ def build_stats(app: Broadcaster, *, top: int | None = None, sort: str = "depth"
     else:
         order = heapq.nlargest(top, range(len(sessions)), key=keys.__getitem__)
     chosen = [sessions[i] for i in order]
+    hub = app.hub
+    rates = app.monitor.rates
+    if max_channels is None or max_channels >= len(hub.channels):
+        shown_channels = list(hub.channels.values())
+    else:
+        shown_channels = heapq.nlargest(max_channels, hub.channels.values(), key=_busy)
     channels = {}
-    for name, channel in app.hub.channels.items():
+    for channel in shown_channels:
         entry = asdict(channel_stats(channel))
-        entry["dropped_total"] = channel.counters.dropped_total
-        entry["rates"] = app.monitor.rates.rates(name)._asdict()
-        channels[name] = entry
-    # Totals count freed channels too (hub.retired), so they never go backwards.
-    retired = app.hub.retired.values()
+        counters = channel.counters
+        entry["dropped_total"] = dropped = counters.dropped_total
+        entry["rates"] = rates.rates(
+            channel.name,
+            now,
+            published=counters.published,
+            delivered=counters.delivered,
+            dropped=dropped,
+            since=channel.created,
+        )._asdict()
+        channels[channel.name] = entry
+    # Every channel counts, shown or not, and freed ones too (hub.retired):
+    # totals never go backwards. A few integer reads per channel.
+    published = delivered = dropped = pauses = cut_off = 0
+    for counters in itertools.chain(
+        (channel.counters for channel in hub.channels.values()), hub.retired.values()
+    ):
+        published += counters.published
+        delivered += counters.delivered
+        dropped += counters.dropped_total
+        pauses += counters.pauses
+        cut_off += counters.slow_consumer_disconnects
     totals = {
-        "published": sum(c["published"] for c in channels.values())
-        + sum(r.published for r in retired),
-        "delivered": sum(c["delivered"] for c in channels.values())
-        + sum(r.delivered for r in retired),
-        "dropped": sum(c["dropped_total"] for c in channels.values())
-        + sum(r.dropped_total for r in retired),
-        "pauses": sum(c["pauses"] for c in channels.values()) + sum(r.pauses for r in retired),
-        "slow_consumer_disconnects": sum(c["slow_consumer_disconnects"] for c in channels.values())
-        + sum(r.slow_consumer_disconnects for r in retired),
-        "channels_freed": app.hub.freed,
+        "published": published,
+        "delivered": delivered,
+        "dropped": dropped,
+        "pauses": pauses,
+        "slow_consumer_disconnects": cut_off,
+        "channels": len(hub.channels),
+        "channels_shown": len(channels),
+        "channels_freed": hub.freed,
+        "rates": rates.rates(
+            "",
+            now,
+            published=published,
+            delivered=delivered,
+            dropped=dropped,
+            since=app.started_mono,
+        )._asdict(),
     }
     return {
         "server": {

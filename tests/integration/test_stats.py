@@ -192,3 +192,47 @@ async def test_pages_are_self_contained(serve: StartServer) -> None:
         assert marker in body
         assert re.search(rb"""(src|href)=["']?(https?:)?//""", body) is None, path
         assert b"@import" not in body
+
+
+async def test_stats_channels_limit_lists_the_busiest_and_totals_cover_all(
+    serve: StartServer,
+) -> None:
+    """With many channels `?channels=N` keeps the document small: the N with the most
+    subscribers (then the most published) in detail; totals and rates count every channel."""
+    server = await serve()
+    watchers = [await open_client(server.url) for _ in range(3)]
+    for count, client in enumerate(watchers, start=1):
+        for name in ("big", "mid", "small")[:count]:
+            await client.subscribe(name)  # big: 3 subscribers, mid: 2, small: 1
+    for i in range(20):
+        await server.publish(f"quiet{i}", i)
+
+    status, doc = await http_get_json(server.port, "/stats?channels=2")
+    assert status == 200
+    assert list(doc["channels"]) == ["big", "mid"]
+    totals = doc["totals"]
+    assert (totals["channels"], totals["channels_shown"], totals["published"]) == (23, 2, 20)
+    assert totals["rates"]["published"] > 0
+    assert totals["rates"]["window"] > 0
+
+    _, everything = await http_get_json(server.port, "/stats")
+    assert len(everything["channels"]) == 23
+
+    for bad in ("channels=x", "channels=-1"):
+        status, error = await http_get_json(server.port, f"/stats?{bad}")
+        assert (status, error["error"]) == (400, "invalid_query")
+        assert "channels" in error["message"]
+
+
+async def test_sys_stats_lists_at_most_the_busiest_100_channels(serve: StartServer) -> None:
+    """The dashboard's feed stays small however many channels exist; totals count them all."""
+    server = await serve()
+    for i in range(150):
+        await server.publish(f"c{i}", i)
+    watcher = await open_client(server.url)
+    await watcher.subscribe("$sys.stats")
+    [document] = await watcher.messages("$sys.stats", 1)
+    doc = document["data"]
+    assert len(doc["channels"]) == 100
+    assert "$sys.stats" in doc["channels"], "the channel with a subscriber ranks first"
+    assert doc["totals"]["channels"] == 151

@@ -11,7 +11,7 @@ from broadcaster.core.outbox import SAMPLE_EVERY, Outbox
 from broadcaster.core.policy import ChannelPolicy
 from broadcaster.core.stats import subscription_stats
 from broadcaster.core.subscription import Subscription
-from broadcaster.server.rates import RateWindow
+from broadcaster.server.rates import Rates, RateWindow
 
 
 def test_buckets_count_each_value_in_the_first_bound_at_or_above_it() -> None:
@@ -72,20 +72,40 @@ def test_outbox_samples_the_first_data_batch_then_every_nth() -> None:
     assert sampled == [1, 1 + SAMPLE_EVERY, 1 + 2 * SAMPLE_EVERY]
 
 
-def test_rate_window_measures_counter_growth_over_the_window() -> None:
-    channel, _outbox = _channel_with_subscriber()
+def test_rate_window_measures_counter_growth_over_the_last_half_to_whole_window() -> None:
+    """Read every second: the rate is the growth over 5-10 s, so a change shows within 10 s."""
     window = RateWindow(window=10.0)
-    assert window.rates("c").window == 0
-    for second in range(30):
-        channel.counters.published += 5
-        channel.counters.delivered += 4
-        window.sample(float(second), {"c": channel})
-    rates = window.rates("c")
-    assert rates.window == 10.0
-    assert rates.published == 5.0
-    assert rates.delivered == 4.0
-    assert rates.dropped == 0.0
-    assert window.rates("unknown").published == 0
+    published = delivered = 0
+
+    def read(second: int) -> Rates:
+        return window.rates(
+            "c", float(second), published=published, delivered=delivered, dropped=0, since=0.0
+        )
+
+    assert read(0) == Rates(0.0, 0.0, 0.0, 0.0), "no time since the counts started"
+    for second in range(1, 30):
+        published += 5
+        delivered += 4
+        rates = read(second)
+        assert (rates.published, rates.delivered, rates.dropped) == (5.0, 4.0, 0.0)
+        if second >= 10:
+            assert 5.0 <= rates.window < 10.0
+    for second in range(30, 40):  # publishing stops
+        rates = read(second)
+    assert rates.published == 0.0
+    assert read(40).window < 10.0
+
+
+def test_rate_window_keeps_marks_only_for_what_was_read_and_forgets_freed_channels() -> None:
+    """No timer samples every channel: cost and memory follow what /stats shows."""
+    window = RateWindow(window=10.0)
+    window.rates("a", 5.0, published=0, delivered=0, dropped=0, since=0.0)
+    assert len(window) == 1
+    window.forget("a")
+    window.forget("never-read")
+    assert len(window) == 0
+    first = window.rates("a", 6.0, published=9, delivered=0, dropped=0, since=3.0)
+    assert (first.published, first.window) == (3.0, 3.0), "the average since `since`"
 
 
 def test_subscription_stats_report_lag_of_the_oldest_queued_message() -> None:
