@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -51,8 +52,17 @@ class RedisBroker:
 
     name = "redis"
 
-    def __init__(self, config: BrokerConfig, factory: MessageFactory, clock: Callable[[], float]):
+    def __init__(
+        self,
+        config: BrokerConfig,
+        factory: MessageFactory,
+        clock: Callable[[], float],
+        *,
+        idle_ttl: float = 0.0,
+    ):
         self.config = config
+        self.idle_ttl = idle_ttl
+        """`[server] idle_channel_ttl`: unused channels' keys expire (0: never)."""
         self.node = secrets.token_hex(6)
         self._factory = factory
         self._clock = clock
@@ -87,6 +97,40 @@ class RedisBroker:
         except BrokerUnavailable as exc:
             logger.warning("redis at %s is not reachable yet: %s", _safe(self.config.url), exc)
         self.reader.start()
+        if self.idle_ttl:
+            task = asyncio.get_running_loop().create_task(
+                self._refresh_expiry(), name="redis-expiry-refresh"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _ttl_ms(self, channel: Channel) -> int:
+        """How long the channel's keys live unused: the hub's idle rule, in Redis."""
+        if not self.idle_ttl:
+            return 0
+        policy = channel.policy
+        return int(1000 * max(self.idle_ttl, policy.history_ttl if policy.history_size else 0.0))
+
+    async def _refresh_expiry(self) -> None:
+        """Keep the keys of every channel this node reads from expiring, three times per TTL.
+
+        A channel with subscribers but no publish for a while is in use: its
+        seq history must not vanish under them.
+        """
+        interval = max(0.05, self.idle_ttl / 3)
+        while True:
+            await asyncio.sleep(interval)
+            tails = [tail for tail in self.reader.tails.values() if tail.reading]
+            if not tails:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for tail in tails:
+                ttl_ms = self._ttl_ms(tail.channel)
+                pipe.pexpire(self._keys.meta(tail.channel.name), ttl_ms)
+                pipe.pexpire(tail.key, ttl_ms)
+            # A failure is counted by the guard; the next round tries again.
+            with contextlib.suppress(BrokerUnavailable):
+                await self.guard.run("refresh", pipe.execute)
 
     async def _drop_idle_connections(self) -> None:
         await self.client.connection_pool.disconnect(inuse_connections=False)
@@ -111,7 +155,12 @@ class RedisBroker:
             raise InvalidPublish(f"data for channel {channel.name!r} is not JSON: {exc}") from None
         maxlen = max(self._min_len, channel.policy.history_size)
         keys = [self._keys.meta(channel.name), self._keys.stream(channel.name)]
-        args: list[bytes | str | int] = [secrets.token_hex(6), payload, maxlen]
+        args: list[bytes | str | int] = [
+            secrets.token_hex(6),
+            payload,
+            maxlen,
+            self._ttl_ms(channel),
+        ]
         seq = await self.guard.run("publish", lambda: self._publish(keys=keys, args=args))
         return int(seq)
 
@@ -124,7 +173,8 @@ class RedisBroker:
             return
         keys = [self._keys.meta(channel.name), self._keys.stream(channel.name)]
         reply = await self.guard.run(
-            "subscribe", lambda: self._sync(keys=keys, args=[secrets.token_hex(6)])
+            "subscribe",
+            lambda: self._sync(keys=keys, args=[secrets.token_hex(6), self._ttl_ms(channel)]),
         )
         tail = self.reader.tails.get(channel.name)
         if tail is not None and tail.reading:

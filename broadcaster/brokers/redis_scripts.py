@@ -12,6 +12,13 @@ Per channel C (with the configured prefix P, default "broadcaster:"):
 
 One Redis, not Redis Cluster: the scripts touch two keys per channel.
 
+Unused channels expire: PUBLISH and SYNC set both keys to expire after the
+channel's idle time (`[server] idle_channel_ttl`, at least its history_ttl;
+0 = never), and every node refreshes the keys of the channels it reads
+(`RedisBroker._refresh_expiry`). So a channel nobody reads or publishes to
+is deleted by Redis itself and, used again, starts at seq 1 under a new
+epoch, as on a lone in-memory node.
+
 Why a script: the seq must be gap-free and in the stream's order. PUBLISH
 increments the counter and appends the entry in one atomic step, so the
 stream order and the seq order are the same order, whatever node published.
@@ -34,23 +41,37 @@ if not epoch then
 end
 """
 
-# KEYS: meta, stream. ARGV: fresh epoch, data (JSON), maxlen.
+# `ttl_ms` > 0: both keys expire after that long without a publish, sync or refresh.
+_EXPIRE = """
+local function expire(ttl_ms)
+  if tonumber(ttl_ms) > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl_ms)
+    redis.call('PEXPIRE', KEYS[2], ttl_ms)
+  end
+end
+"""
+
+# KEYS: meta, stream. ARGV: fresh epoch, data (JSON), maxlen, ttl_ms.
 # Returns the seq the message got.
 PUBLISH = (
-    _ENSURE_EPOCH
+    _EXPIRE
+    + _ENSURE_EPOCH
     + """
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 's', seq, 'e', epoch, 'd', ARGV[2])
+expire(ARGV[4])
 return seq
 """
 )
 
-# KEYS: meta, stream. ARGV: fresh epoch.
+# KEYS: meta, stream. ARGV: fresh epoch, ttl_ms.
 # Returns {epoch, last seq, id of the stream's last entry or "0-0"}: where a
 # node that starts reading the channel now starts, atomically with publishes.
 SYNC = (
-    _ENSURE_EPOCH
+    _EXPIRE
+    + _ENSURE_EPOCH
     + """
+expire(ARGV[2])
 local seq = redis.call('HGET', KEYS[1], 'seq')
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local id = '0-0'

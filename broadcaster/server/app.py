@@ -247,7 +247,12 @@ class Broadcaster:
             # Imported here: the memory-only server never loads the Redis client.
             from broadcaster.brokers.redis import RedisBroker
 
-            return RedisBroker(self.config.broker, self.factory, self._loop.time)
+            return RedisBroker(
+                self.config.broker,
+                self.factory,
+                self._loop.time,
+                idle_ttl=self.config.server.idle_channel_ttl,
+            )
         raise ConfigError(self.config.source, "[broker] kind", '"memory" | "redis"', kind)
 
     def _metrics_page(self, query: dict[str, list[str]]) -> Response:

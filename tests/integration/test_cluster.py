@@ -360,26 +360,60 @@ async def test_a_node_starts_while_redis_is_down_and_joins_when_it_comes(
         redis.kill()
 
 
-async def test_a_channel_freed_on_a_node_resumes_from_redis(
+IDLE_TOML = TEST_SERVER_TOML + "idle_channel_ttl = 0.3\n"
+
+
+async def test_a_channel_freed_on_one_node_resumes_from_redis_while_another_reads_it(
     redis_server: RedisServer, serve: StartServer
 ) -> None:
-    """The seq history lives in Redis: a node that freed an idle channel picks up where the
-    cluster is (same epoch, next seq), not at seq 1 under a new epoch as a lone node would."""
-    node = await serve(
-        '[channels."news"]\nhistory_size = 10\nhistory_ttl = 0.3\n' + redis_toml(redis_server.url),
-        server_toml=TEST_SERVER_TOML + "idle_channel_ttl = 0.2\n",
+    """A node frees a channel its clients left; the cluster still uses it, so the seq
+    history lives on in Redis: back on that node, same epoch, next seq, recoverable."""
+    channel_toml = '[channels."news"]\nhistory_size = 10\nhistory_ttl = 0.3\n' + redis_toml(
+        redis_server.url
     )
-    client, publisher = await open_client(node.url), await open_client(node.url)
+    node_a = await serve(channel_toml, server_toml=IDLE_TOML)
+    node_b = await serve(channel_toml, server_toml=IDLE_TOML)
+    client, publisher = await open_client(node_a.url), await open_client(node_a.url)
+    other = await open_client(node_b.url)
     first = await client.subscribe("news")
+    await other.subscribe("news")
     for i in range(3):
         assert await publisher.publish("news", i) == i + 1
     await client.messages("news", 3)
     await client.send({"op": "unsubscribe", "channel": "news", "id": "u"})
     await client.recv_event("unsubscribed", id="u")
-    await wait_until(lambda: "news" not in node.hub.channels, what="'news' freed on the node")
-    assert "news" not in node.broker.reader.tails  # type: ignore[attr-defined]
+    await wait_until(lambda: "news" not in node_a.hub.channels, what="'news' freed on node A")
+    assert "news" not in node_a.broker.reader.tails  # type: ignore[attr-defined]
+    assert await publisher.publish("news", 3) == 4  # while node A does not read it
 
     again = await client.subscribe("news", since=3, epoch=first["epoch"])
-    assert (again["epoch"], again["seq"], again["recovered"]) == (first["epoch"], 3, True)
-    assert await publisher.publish("news", 3) == 4
+    assert (again["epoch"], again["seq"], again["recovered"]) == (first["epoch"], 4, True)
     assert [(m["seq"], m["data"]) for m in await client.messages("news", 1)] == [(4, 3)]
+
+
+async def test_a_channel_nobody_uses_expires_in_redis_and_starts_a_new_epoch(
+    redis_server: RedisServer, serve: StartServer
+) -> None:
+    """Unused channels do not pile up in Redis: their keys expire after idle_channel_ttl,
+    while a channel with a subscriber keeps its keys however quiet it is."""
+    node = await serve(redis_toml(redis_server.url), server_toml=IDLE_TOML)
+    redis = redis_server.async_client()
+    client, publisher = await open_client(node.url), await open_client(node.url)
+    quiet = await client.subscribe("quiet")
+    assert await publisher.publish("quiet", "once") == 1
+    assert await publisher.publish("unused", "once") == 1
+    keys = [b"test:meta:unused", b"test:stream:unused"]
+    assert await redis.exists(*keys) == 2
+    assert 0 < await redis.pttl(keys[0]) <= 300
+
+    async def expired() -> bool:
+        return await redis.exists(*keys) == 0
+
+    await wait_until(expired, what="the unused channel's keys to expire")
+    assert await redis.exists(b"test:meta:quiet", b"test:stream:quiet") == 2
+    reply = await publisher.subscribe("unused")
+    assert reply["seq"] == 0, "seq starts again from 1"
+    assert await publisher.publish("quiet", "twice") == 2, "the quiet channel kept its seq"
+    assert [m["data"] for m in await client.messages("quiet", 2)] == ["once", "twice"]
+    assert quiet["epoch"] == (await publisher.subscribe("quiet"))["epoch"]
+    await redis.aclose()
