@@ -1,0 +1,126 @@
+"""`[limits]`: admission control and per-connection limits at the edge (0 = no limit).
+
+`LimitsConfig` says what each key means; `LIMITS_KEYS` is what the file, the
+environment and the flags may set; `limits_config` checks the values and
+fills in the bursts a rate implies. The limits are enforced in
+`broadcaster.security` (admission, overload, publish_limit).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from broadcaster.config.tables import KeyTypes
+from broadcaster.errors import ConfigError
+
+__all__ = ["LIMITS_KEYS", "LimitsConfig", "limits_config"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LimitsConfig:
+    """`[limits]`: admission control and per-connection limits at the edge (0 = no limit)."""
+
+    max_connections: int = 10_000
+    """Open WebSocket connections, server-wide; above: HTTP 503 + Retry-After."""
+    connections_per_ip: int = 256
+    """Open connections per client address (IPv6: per /64); above: HTTP 429 + Retry-After."""
+    connection_rate: float = 20.0
+    """New connections per second per client address (a token bucket); above: HTTP 429."""
+    connection_burst: float = 40.0
+    """Connections a client address may open at once above `connection_rate`."""
+    exempt_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Addresses the per-address limits skip (a reverse proxy on this host, tests)."""
+    retry_after: float = 5.0
+    """Seconds in Retry-After when a count (or overload) refuses a handshake."""
+    max_subscriptions: int = 128
+    """Subscriptions per connection; the extra `subscribe` gets `forbidden`."""
+    max_channels: int = 100_000
+    """Channels this process holds (they live as long as it does, about 1 KB each);
+    a subscribe or publish that would create one more gets `forbidden`."""
+    publish_rate: float = 0.0
+    """Publishes per second per connection (a token bucket); over: error `rate_limited`."""
+    publish_burst: float = 0.0
+    """Publishes at once above `publish_rate` (default: the rate, at least 1)."""
+    rate_limit_strikes: int = 10
+    """`rate_limited` refusals within `rate_limit_window` after which the next one closes 4029."""
+    rate_limit_window: float = 10.0
+    """Seconds over which `rate_limit_strikes` are counted."""
+    max_loop_lag: float = 1.0
+    """Event-loop lag (seconds) above which new connections get HTTP 503; 0 = off."""
+    shed_after: float = 5.0
+    """Seconds the lag may stay above `max_loop_lag` before open connections are shed
+    (closed with 1013, newest first); 0 = never shed."""
+    shed_fraction: float = 0.05
+    """Fraction of the connections shed per monitor tick while shedding (at least one)."""
+
+
+LIMITS_KEYS: KeyTypes = {
+    "max_connections": int,
+    "connections_per_ip": int,
+    "connection_rate": (int, float),
+    "connection_burst": (int, float),
+    "exempt_networks": list,
+    "retry_after": (int, float),
+    "max_subscriptions": int,
+    "max_channels": int,
+    "publish_rate": (int, float),
+    "publish_burst": (int, float),
+    "rate_limit_strikes": int,
+    "rate_limit_window": (int, float),
+    "max_loop_lag": (int, float),
+    "shed_after": (int, float),
+    "shed_fraction": (int, float),
+}
+
+
+def limits_config(values: dict[str, Any], at: Callable[[str], str]) -> LimitsConfig:
+    """Validate `[limits]`: counts and rates >= 0 (0 = off), bursts default to twice the rate."""
+
+    def fail(key: str, expected: str) -> ConfigError:
+        return ConfigError(at(key), f"[limits] {key}", expected, values[key])
+
+    for key in ("max_connections", "connections_per_ip", "max_subscriptions", "max_channels"):
+        if values.get(key, 0) < 0:
+            raise fail(key, "an integer >= 0 (0 = no limit)")
+    for key in ("connection_rate", "publish_rate", "max_loop_lag", "shed_after"):
+        if key in values:
+            if values[key] < 0:
+                raise fail(key, "a number >= 0 (0 = off)")
+            values[key] = float(values[key])
+    for rate_key, burst_key in (
+        ("connection_rate", "connection_burst"),
+        ("publish_rate", "publish_burst"),
+    ):
+        if burst_key in values:
+            if values[burst_key] < 1:
+                raise fail(burst_key, "a number >= 1")
+            values[burst_key] = float(values[burst_key])
+        elif values.get(rate_key, 0) > 0:
+            values[burst_key] = max(1.0, 2 * values[rate_key])
+    for key in ("retry_after", "rate_limit_window"):
+        if key in values:
+            if not values[key] > 0:
+                raise fail(key, "seconds > 0")
+            values[key] = float(values[key])
+    if values.get("rate_limit_strikes", 1) < 1:
+        raise fail("rate_limit_strikes", "an integer >= 1")
+    if "shed_fraction" in values:
+        if not 0 < values["shed_fraction"] <= 1:
+            raise fail("shed_fraction", "a fraction > 0 and <= 1")
+        values["shed_fraction"] = float(values["shed_fraction"])
+    if "exempt_networks" in values:
+        for network in values["exempt_networks"]:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    at("exempt_networks"),
+                    "[limits] exempt_networks",
+                    'addresses or networks such as "10.0.0.0/8" or "::1"',
+                    network,
+                ) from None
+        values["exempt_networks"] = tuple(values["exempt_networks"])
+    return LimitsConfig(**values)
