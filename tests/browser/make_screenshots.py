@@ -2,21 +2,25 @@
 
     .venv/bin/python -m tests.browser.make_screenshots
 
-Starts the default configuration on a free port, connects a dozen
-healthy clients, lets the rate charts fill for a while, then runs the slow
-client tool and photographs the dashboard while that client is about to be
-cut off, and the ticker page once its sparklines have filled. Takes about a
-minute; uses Debian's chromium like the browser tests.
+Starts the default configuration on a free port (max_connections lowered
+to 20), connects a dozen healthy clients, lets the rate charts fill for a
+while with a rogue client publishing to `$sys.stats` (refused: forbidden)
+and a few bursts of connections over max_connections (refused: 503), then
+runs the slow client tool and photographs the dashboard while that client
+is about to be cut off, and the ticker page once its sparklines have
+filled. Takes about a minute; uses Debian's chromium like the browser tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import replace
 from pathlib import Path
 
 from playwright.async_api import async_playwright
+from websockets.exceptions import InvalidStatus
 
 from broadcaster.config import Config
 from broadcaster.server.app import Broadcaster
@@ -26,6 +30,9 @@ from tests.support.clients import JsonClient, open_client
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 WARM_UP = 45.0  # seconds of traffic before the slow client, so the charts have history
+# Room for the 12 clients, the rogue one, both pages and the slow client's two
+# connections, but not for a burst of 8 more: the Refusals panel has something to show.
+MAX_CONNECTIONS = 20
 
 
 async def news(server: Broadcaster, stop: asyncio.Event) -> None:
@@ -37,10 +44,40 @@ async def news(server: Broadcaster, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.2)
 
 
+async def misbehave(server: Broadcaster, stop: asyncio.Event) -> None:
+    """Refusals for the Refusals panel: forbidden publishes now and then, 503s in bursts."""
+    rng = random.Random(11)
+    rogue = await open_client(server.url)
+    try:
+        for tick in range(int(WARM_UP * 2) - 6):  # bursts over by the time the slow client connects
+            if stop.is_set():
+                return
+            for _ in range(rng.randint(0, 2)):
+                await rogue.send({"op": "publish", "channel": "$sys.stats", "data": {}})
+            if tick % 25 == 10:
+                extra: list[JsonClient] = []
+                for _ in range(8):
+                    with contextlib.suppress(InvalidStatus):  # 503: over max_connections
+                        extra.append(await open_client(server.url))
+                await asyncio.sleep(1)
+                for client in extra:
+                    await client.close()
+            await asyncio.sleep(0.5)
+        await stop.wait()
+    finally:
+        await rogue.close()
+
+
 async def main() -> None:
     config = Config.embedded_default()
     # Port 0: a free port, whatever runs on 8765.
-    server = Broadcaster(replace(config, server=replace(config.server, port=0)))
+    server = Broadcaster(
+        replace(
+            config,
+            server=replace(config.server, port=0),
+            limits=replace(config.limits, max_connections=MAX_CONNECTIONS),
+        )
+    )
     await server.start()
     stop = asyncio.Event()
     clients: list[JsonClient] = []
@@ -50,6 +87,7 @@ async def main() -> None:
             await client.subscribe("tickers.demo" if i % 3 else "news.world")
             clients.append(client)
         feed = asyncio.create_task(news(server, stop))
+        rogue = asyncio.create_task(misbehave(server, stop))
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             context = await browser.new_context(viewport={"width": 1280, "height": 900})
@@ -69,6 +107,7 @@ async def main() -> None:
             await browser.close()
         stop.set()
         await feed
+        await rogue
     finally:
         stop.set()
         for client in clients:

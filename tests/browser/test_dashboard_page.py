@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from importlib.resources import files
 from pathlib import Path
 
 from playwright.async_api import Page
 
+from broadcaster.metrics.exporter import REFUSAL_REASONS
 from broadcaster.server.app import Broadcaster
 from broadcaster.server.session import ClientSession
 from tests.conftest import ConnectRaw, StartServer
@@ -123,3 +126,57 @@ async def test_dashboard_shows_each_subscriptions_strategy_and_rate_cap(
     text = await page.inner_text(f"{row(session.id)} .sub")
     assert "drop-newest" in text
     assert "≤4" in text
+
+
+def refusal_row(reason: str) -> str:
+    return f"#refusal-table tbody[data-reason='{reason}']"
+
+
+async def test_dashboard_shows_refusals_by_reason_as_they_happen(
+    serve: StartServer, page: Page, artifacts: Path
+) -> None:
+    """A refused subscribe and publish show up by reason: counted, marked as now, charted."""
+    server = await serve("[limits]\nmax_subscriptions = 1\n")
+    await page.goto(f"http://127.0.0.1:{server.port}/dashboard")
+    await page.wait_for_selector("#status.live")
+    # Rendered, and nothing refused yet: the panel says so and the KPI is calm.
+    await page.wait_for_function("() => document.getElementById('k-refused').textContent === '0'")
+    assert await page.inner_text("#refusal-table tbody") == "none yet"
+    assert await page.get_attribute("#k-ref-box", "class") == "kpi"
+
+    client = await open_client(server.url)
+    await client.subscribe("first")
+    await client.send({"op": "subscribe", "channel": "second", "id": "over"})
+    assert (await client.recv_event("error", id="over"))["code"] == "forbidden"
+    await client.send({"op": "publish", "channel": "$sys.stats", "data": 1, "id": "sys"})
+    assert (await client.recv_event("error", id="sys"))["code"] == "forbidden"
+
+    for reason in ("max_subscriptions", "forbidden"):
+        await page.wait_for_selector(f"{refusal_row(reason)}.now")
+        cells = await page.eval_on_selector_all(
+            f"{refusal_row(reason)} td", "cells => cells.map(c => c.innerText)"
+        )
+        assert cells[:3] == [reason, "1", "1"], "reason, total, last minute (then the chart)"
+    # Only reasons seen at least once are listed (equal counts: by name).
+    shown = await page.eval_on_selector_all(
+        "#refusal-table tbody[data-reason]", "rows => rows.map(r => r.dataset.reason)"
+    )
+    assert shown == ["forbidden", "max_subscriptions"]
+    title = await page.get_attribute(f"{refusal_row('max_subscriptions')} td", "title")
+    assert title is not None
+    assert "[limits] max_subscriptions" in title
+    await page.wait_for_selector("#k-ref-box.alarm")
+    assert await page.inner_text("#k-refused") == "2"
+    # The rate chart draws the refusal once the page has two points of history.
+    await page.wait_for_function(
+        "(sel) => Number(document.querySelector(sel)?.dataset.peak) > 0",
+        arg=f"{refusal_row('forbidden')} svg",
+    )
+    await page.screenshot(path=str(artifacts / "dashboard-refusals.png"), full_page=True)
+
+
+def test_dashboard_explains_every_refusal_reason() -> None:
+    """Every reason the server counts has a tooltip on the dashboard, and no stale ones."""
+    html = (files("broadcaster") / "static" / "dashboard.html").read_text(encoding="utf-8")
+    table = html.split("const REFUSALS = {", 1)[1].split("};", 1)[0]
+    assert set(re.findall(r"^\s*(\w+):", table, re.MULTILINE)) == set(REFUSAL_REASONS)
