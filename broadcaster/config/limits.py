@@ -38,12 +38,13 @@ class LimitsConfig:
     max_subscriptions: int = 128
     """Subscriptions per connection; the extra `subscribe` gets `forbidden`."""
     max_channels: int = 100_000
-    """Channels this process holds (they live as long as it does, about 1 KB each);
-    a subscribe or publish that would create one more gets `forbidden`."""
+    """Channels this process holds at once (about 1 KB each; unused ones are freed after
+    `[server] idle_channel_ttl`); a subscribe or publish that would create one more gets
+    `forbidden`."""
     publish_rate: float = 0.0
     """Publishes per second per connection (a token bucket); over: error `rate_limited`."""
     publish_burst: float = 0.0
-    """Publishes at once above `publish_rate` (default: the rate, at least 1)."""
+    """Publishes at once above `publish_rate` (default: twice the rate, at least 1)."""
     rate_limit_strikes: int = 10
     """`rate_limited` refusals within `rate_limit_window` after which the next one closes 4029."""
     rate_limit_window: float = 10.0
