@@ -25,12 +25,12 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from broadcaster.core.histogram import BLOCKED_BUCKETS, DEPTH_BUCKETS, LATENCY_BUCKETS, Buckets
+from broadcaster.core.channel import ChannelCounters
+from broadcaster.core.histogram import DEPTH_BUCKETS, Buckets
 from broadcaster.core.outbox import SAMPLE_EVERY
 from broadcaster.core.strategies import DropReason, Strategy
 
 if TYPE_CHECKING:
-    from broadcaster.core.channel import ChannelCounters
     from broadcaster.core.hub import Hub
     from broadcaster.server.app import Broadcaster
 
@@ -58,33 +58,17 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 
 
-class _LabelTotals:
-    """Everything exported for one `channel` label, summed over its channels."""
+class _LabelTotals(ChannelCounters):
+    """Everything exported for one `channel` label: its channels' counters summed
+    (`absorb`), plus what only exists now (subscriptions, a depth histogram)."""
 
-    __slots__ = (
-        "blocked",
-        "delivered",
-        "depth",
-        "dropped",
-        "latency",
-        "pauses",
-        "published",
-        "slow_consumer_disconnects",
-        "strategy",
-        "subscriptions",
-    )
+    __slots__ = ("depth", "strategy", "subscriptions")
 
     def __init__(self, strategy: str) -> None:
+        super().__init__()
         self.strategy = strategy
         self.subscriptions = 0
-        self.published = 0
-        self.delivered = 0
-        self.pauses = 0
-        self.slow_consumer_disconnects = 0
-        self.dropped: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
         self.depth = Buckets(DEPTH_BUCKETS)
-        self.latency = Buckets(LATENCY_BUCKETS)
-        self.blocked = Buckets(BLOCKED_BUCKETS)
 
 
 def _by_label(hub: Hub) -> dict[str, _LabelTotals]:
@@ -100,29 +84,18 @@ def _by_label(hub: Hub) -> dict[str, _LabelTotals]:
     if not policies.strict:
         totals.setdefault(policies.defaults.label, _LabelTotals(policies.defaults.strategy.value))
     for label, counters in hub.retired.items():
-        _add(totals[label], counters)  # every label comes from the table, as above
+        totals[label].absorb(counters)  # every label comes from the table, as above
     for channel in hub.channels.values():
         policy = channel.policy
         agg = totals.get(policy.label)
         if agg is None:
             agg = totals[policy.label] = _LabelTotals(policy.strategy.value)
         agg.subscriptions += len(channel.subscriptions)
-        _add(agg, channel.counters)
+        agg.absorb(channel.counters)
         depth = agg.depth
         for sub in channel.subscriptions:
             depth.observe(len(sub.items) + sub.in_transport)
     return totals
-
-
-def _add(agg: _LabelTotals, counters: ChannelCounters) -> None:
-    agg.published += counters.published
-    agg.delivered += counters.delivered
-    agg.pauses += counters.pauses
-    agg.slow_consumer_disconnects += counters.slow_consumer_disconnects
-    for reason, n in counters.dropped.items():
-        agg.dropped[reason] += n
-    agg.latency.merge(counters.latency)
-    agg.blocked.merge(counters.blocked)
 
 
 def _histogram(name: str, doc: str, values: Iterable[tuple[str, Buckets]]) -> HistogramMetricFamily:
