@@ -47,11 +47,11 @@ BROKER_KEYS: KeyTypes = {
 BROKER_KINDS = ("memory", "redis")
 
 
-def broker_config(values: dict[str, Any], at: Callable[[str], str], source: str) -> BrokerConfig:
+def broker_config(values: dict[str, Any], at: Callable[[str], str]) -> BrokerConfig:
     """Validate `[broker]` values (types already checked) into a `BrokerConfig`.
 
-    `at(key)` names where the key's value came from; only `kind` uses it; the
-    other keys' errors name the config's `source`, as they always have.
+    `at(key)` names where the key's value came from (the file, an environment
+    variable or a flag), so every error points at what the user must fix.
     """
     if values.get("kind", "memory") not in BROKER_KINDS:
         raise ConfigError(
@@ -63,9 +63,9 @@ def broker_config(values: dict[str, Any], at: Callable[[str], str], source: str)
     for key in ("timeout", "breaker_cooldown"):
         if key in values:
             if not values[key] > 0:
-                raise ConfigError(source, f"[broker] {key}", "seconds > 0", values[key])
+                raise ConfigError(at(key), f"[broker] {key}", "seconds > 0", values[key])
             values[key] = float(values[key])
     for key in ("breaker_threshold", "stream_maxlen"):
         if key in values and values[key] < 1:
-            raise ConfigError(source, f"[broker] {key}", "an integer >= 1", values[key])
+            raise ConfigError(at(key), f"[broker] {key}", "an integer >= 1", values[key])
     return BrokerConfig(**values)

@@ -190,7 +190,7 @@ def build_config(
 
     # The order of these checks is the order in which errors surface.
     server = server_config(server_values, lambda key: at("server", key))
-    broker = broker_config(broker_values, lambda key: at("broker", key), source)
+    broker = broker_config(broker_values, lambda key: at("broker", key))
     api = api_config(api_values, lambda key: at("api", key))
     auth = auth_config(auth_values, lambda key: at("auth", key), env)
     admin = admin_config(admin_values, lambda key: at("admin", key), env)

@@ -54,7 +54,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for section, keys in OVERRIDABLE.items():
         for key, expected in keys.items():
-            var = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+            var = env_var(f"{section}.{key}")
             if var not in environ:
                 continue
             text = environ[var]

@@ -432,6 +432,25 @@ def test_env_type_error_names_the_variable(var: str, text: str, key: str, expect
     assert str(info.value).startswith(f"{var}: ")
 
 
+@pytest.mark.parametrize(
+    ("var", "text", "expected"),
+    [
+        ("BROADCASTER_BROKER_TIMEOUT", "0", "seconds > 0"),
+        ("BROADCASTER_BROKER_BREAKER_COOLDOWN", "-1", "seconds > 0"),
+        ("BROADCASTER_BROKER_BREAKER_THRESHOLD", "0", "an integer >= 1"),
+        ("BROADCASTER_BROKER_STREAM_MAXLEN", "0", "an integer >= 1"),
+        ("BROADCASTER_SERVER_IDLE_CHANNEL_TTL", "-1", "seconds >= 0"),
+    ],
+)
+def test_env_value_error_names_the_variable(
+    tmp_path: Path, var: str, text: str, expected: str
+) -> None:
+    """A well-typed but out-of-range variable is blamed on the variable, not the file."""
+    error = config_error(tmp_path, "", {var: text})
+    assert error.source == var
+    assert expected in error.expected
+
+
 def test_load_config_reads_the_process_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
