@@ -334,3 +334,14 @@ async def test_tool_drives_a_cluster_publishing_on_one_node_subscribing_on_all(
     for node in nodes:
         delivered = sum(ch.counters.delivered for ch in node.hub.channels.values())
         assert delivered > 0, "every node had subscribers and delivered to them"
+
+
+def test_channels_bench_times_stats_and_frees_every_channel() -> None:
+    """The many-channels bench BENCHMARKS.md quotes runs end to end and frees all it made."""
+    argv = [sys.executable, "-m", "loadtest.channels_bench", "--channels", "4500", "--rounds", "1"]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert "4,500 channels" in proc.stdout
+    assert "/stats document, the 100 busiest channels:" in proc.stdout
+    # 2,000 per call: 3 calls see every channel unused, 3 more free them all.
+    assert "6 calls saw and freed 4,500 channels" in proc.stdout
