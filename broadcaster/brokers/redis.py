@@ -108,8 +108,7 @@ class RedisBroker:
         """How long the channel's keys live unused: the hub's idle rule, in Redis."""
         if not self.idle_ttl:
             return 0
-        policy = channel.policy
-        return int(1000 * max(self.idle_ttl, policy.history_ttl if policy.history_size else 0.0))
+        return int(1000 * channel.policy.kept_unused(self.idle_ttl))
 
     async def _refresh_expiry(self) -> None:
         """Keep the keys of every channel this node reads from expiring, three times per TTL.

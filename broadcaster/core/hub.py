@@ -146,8 +146,9 @@ class Hub:
     def sweep_idle(self, now: float, budget: int = IDLE_SWEEP_BUDGET) -> list[Channel]:
         """Look at up to `budget` idle candidates; free those unused for their idle time.
 
-        Unused means no subscription, no publish waiting for room, no pin and
-        no publish between two looks `idle_ttl` (or `history_ttl`) apart.
+        Unused means no subscription, no pin and no publish between two looks
+        `ChannelPolicy.kept_unused(idle_ttl)` apart. (A `block` publisher waits
+        only on full subscriptions, so a channel without any has none waiting.)
         The budget bounds the time one call holds the event loop (100,000
         candidates at once took ~50 ms, freeing them ~280 ms); candidates are
         visited round-robin, each look moving one to the back. Returns the
@@ -162,16 +163,14 @@ class Hub:
             channel = self.channels.get(name)
             if channel is None or channel.subscriptions:
                 continue  # gone already, or in use: _detach makes it a candidate again
-            if channel.pins or channel.full_count:
+            if channel.pins:
                 idle[name] = (None, 0)  # in use now: the idle time starts after it
                 continue
             count = channel.counters.published
             if since is None or count != published:
                 idle[name] = (now, count)
                 continue
-            policy = channel.policy
-            ttl = max(self.idle_ttl, policy.history_ttl if policy.history_size else 0.0)
-            if now - since >= ttl:
+            if now - since >= channel.policy.kept_unused(self.idle_ttl):
                 self._free(channel)
                 freed.append(channel)
             else:
@@ -186,7 +185,6 @@ class Hub:
         if retired is None:
             retired = self.retired[label] = ChannelCounters()
         retired.absorb(channel.counters)
-        channel.latest = None if channel.latest is None else {}
         if self._on_channel_freed is not None:
             self._on_channel_freed(channel)
 

@@ -94,6 +94,11 @@ class ChannelPolicy:
         half = self.queue_size // 2
         return half if half < self.high else self.high // 2
 
+    def kept_unused(self, idle_ttl: float) -> float:
+        """Seconds a channel of this policy is kept unused: `idle_ttl`, but at least
+        `history_ttl` when it keeps history, so retained messages stay recoverable."""
+        return max(idle_ttl, self.history_ttl if self.history_size else 0.0)
+
     def problems(self) -> list[tuple[str, str]]:
         """Every invalid field as (key, what was expected); empty when valid."""
         found: list[tuple[str, str]] = []

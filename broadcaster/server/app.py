@@ -59,6 +59,7 @@ from broadcaster.server.handshake import HandshakeGate
 from broadcaster.server.http import HttpEndpoints, respond
 from broadcaster.server.keepalive import Keepalive
 from broadcaster.server.monitor import Monitor
+from broadcaster.server.rates import RateWindow
 from broadcaster.server.room import RoomWaiters
 from broadcaster.server.scheduler import FlushScheduler
 from broadcaster.server.session import ClientSession
@@ -115,6 +116,8 @@ class Broadcaster:
         self.started_mono = 0.0
         self.metrics = Metrics(self, registry)
         self.recent_slow_consumers: deque[dict[str, Any]] = deque(maxlen=RECENT_SLOW_CONSUMERS)
+        self.rates = RateWindow()
+        """Recent rates of the channels and totals /stats shows (read lazily there)."""
         # Ingress protection (broadcaster/security/): decisions, applied by the adapters.
         cfg = self.config
         self.origins = OriginPolicy(
@@ -277,7 +280,7 @@ class Broadcaster:
             self.broker.channel_idle(channel)
 
     def _channel_freed(self, channel: Channel) -> None:
-        self.monitor.rates.forget(channel.name)
+        self.rates.forget(channel.name)
         if not is_system(channel.name):
             self.broker.channel_freed(channel)
 

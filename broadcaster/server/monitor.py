@@ -22,7 +22,6 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from broadcaster.server.rates import RateWindow
 from broadcaster.server.stats import build_stats
 from broadcaster.server.system import STATS_CHANNEL, publish_local
 
@@ -41,7 +40,7 @@ STATS_CHANNELS = 100
 
 
 class Monitor:
-    """Measures loop lag and feeds rates and `$sys.stats`; start() after the hub exists."""
+    """Measures loop lag and feeds `$sys.stats`; start() after the hub exists."""
 
     def __init__(
         self,
@@ -49,12 +48,10 @@ class Monitor:
         *,
         interval: float = 0.5,
         stats_top: int = STATS_TOP,
-        rate_window: float = 10.0,
     ) -> None:
         self.app = app
         self.interval = interval
         self.stats_top = stats_top
-        self.rates = RateWindow(rate_window)
         self.loop_lag = 0.0
         """Seconds the last tick woke after its deadline."""
         self.ticks = 0

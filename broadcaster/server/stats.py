@@ -122,7 +122,7 @@ def build_stats(
         order = heapq.nlargest(top, range(len(sessions)), key=keys.__getitem__)
     chosen = [sessions[i] for i in order]
     hub = app.hub
-    rates = app.monitor.rates
+    rates = app.rates
     if max_channels is None or max_channels >= len(hub.channels):
         shown_channels = list(hub.channels.values())
     else:
