@@ -37,6 +37,13 @@ POLICY_KEYS: KeyTypes = {
     "subscribe": str,
     "publish": str,
 }
+# Keys whose string value names one member of an enum.
+_CHOICES: dict[str, type[Strategy] | type[Access]] = {
+    "strategy": Strategy,
+    "conflate_fallback": Strategy,
+    "subscribe": Access,
+    "publish": Access,
+}
 
 
 def policy_table(
@@ -92,24 +99,15 @@ def channel_policy(
 
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        if key in ("strategy", "conflate_fallback"):
+        choices = _CHOICES.get(key)
+        if choices is not None:
             try:
-                kwargs[key] = Strategy(value)
+                kwargs[key] = choices(value)
             except ValueError:
                 raise ConfigError(
                     where(key),
                     f"{section} {key}",
-                    " | ".join(f'"{s.value}"' for s in Strategy),
-                    value,
-                ) from None
-        elif key in ("subscribe", "publish"):
-            try:
-                kwargs[key] = Access(value)
-            except ValueError:
-                raise ConfigError(
-                    where(key),
-                    f"{section} {key}",
-                    " | ".join(f'"{a.value}"' for a in Access),
+                    " | ".join(f'"{choice.value}"' for choice in choices),
                     value,
                 ) from None
         elif key in ("slow_consumer_timeout", "history_ttl", "max_rate"):
