@@ -170,7 +170,10 @@ class Hub:
             if since is None or count != published:
                 idle[name] = (now, count)
                 continue
-            if now - since >= channel.policy.kept_unused(self.idle_ttl):
+            # Compare against the deadline, not the elapsed time: `now - since` can
+            # round just under the TTL (1000.003 + 3600 - 1000.003 == 3599.9999999999995)
+            # and a look exactly one TTL later would then never free the channel.
+            if now >= since + channel.policy.kept_unused(self.idle_ttl):
                 self._free(channel)
                 freed.append(channel)
             else:

@@ -52,6 +52,21 @@ def test_an_unused_channel_is_freed_after_the_idle_ttl() -> None:
     assert hub.freed == 1
 
 
+def test_a_look_exactly_one_ttl_later_frees_despite_float_rounding() -> None:
+    """`start + ttl` is "one TTL later" even where `(start + ttl) - start` rounds below ttl.
+
+    (1000.003 + 3600) - 1000.003 == 3599.9999999999995: an elapsed-time rule kept
+    such a channel, and a caller sweeping at exactly `start + ttl` looped forever.
+    """
+    start, ttl = 1000.003, 3600.0
+    assert (start + ttl) - start < ttl  # the rounding this test is about
+    hub, freed = idle_hub(ttl=ttl)
+    channel_of(hub, "c")
+    assert hub.sweep_idle(start) == []
+    assert [c.name for c in hub.sweep_idle(start + ttl)] == ["c"]
+    assert freed == ["c"]
+
+
 def test_a_freed_name_used_again_starts_at_seq_0_under_a_new_epoch() -> None:
     """Clients holding the old epoch must see the seq history changed, not a false gap."""
     hub, _ = idle_hub()
