@@ -12,7 +12,7 @@ __all__ = ["DEFAULT_TOML"]
 # Kept identical to configs/default.toml by a test.
 DEFAULT_TOML = """\
 # broadcaster's default configuration: one process, no other service.
-# Every key is documented in the README ("Configuration").
+# Every key is documented in docs/configuration.md.
 
 [server]
 host = "127.0.0.1"
@@ -42,7 +42,7 @@ max_rate = 50                  # the most a subscriber may ask for with subscrib
 [broker]
 kind = "memory"                # memory | redis
 
-[limits]                       # the edge; see the README's "Security" (0 = no limit)
+[limits]                       # the edge; see docs/security.md (0 = no limit)
 max_connections = 10000        # open connections in total -> HTTP 503
 connections_per_ip = 256       # open connections per address -> HTTP 429
 connection_rate = 20           # new connections per second per address -> HTTP 429
@@ -51,7 +51,7 @@ max_subscriptions = 128        # per connection -> forbidden
 publish_rate = 0               # publishes per second per connection -> rate_limited, then 4029
 max_loop_lag = 1.0             # event-loop lag (s) -> HTTP 503, then shed with 1013
 
-# [auth]                       # JWTs: ?token= or the `auth` op (see "Security")
+# [auth]                       # JWTs: ?token= or the `auth` op (see docs/security.md)
 # enabled = true
 # secret_env = "BROADCASTER_JWT_SECRET"
 

@@ -27,9 +27,10 @@ class ChannelCounters:
     """Plain integers the hot path increments; metrics and /stats read them later.
 
     `latency` holds sampled publish → socket-write delays (the adapter
-    observes the first message of every Nth batch per connection, see
-    `Outbox.sample`); `blocked` how long publishes on a `block` channel waited
-    for room (only publishes that had to wait are observed).
+    observes the first message of every Nth batch per connection: see
+    `Outbox.take_batch`, which leaves it in `Outbox.sample_channel`);
+    `blocked` how long publishes on a `block` channel waited for room (only
+    publishes that had to wait are observed).
     """
 
     __slots__ = (

@@ -1,6 +1,6 @@
 """Everything the server holds for one connection, and what to write to it next.
 
-The writer's rules live here, free of I/O (DESIGN.md, hot path rules 3 and 4):
+The writer's rules live here, free of I/O (docs/ARCHITECTURE.md, hot path rules 3 and 4):
 
 - a connection is written at most once per loop iteration: pushes only
   *schedule* the outbox, and the adapter's flush takes one joined batch;

@@ -1,4 +1,4 @@
-"""Prometheus metrics: the names DESIGN.md fixes, read from the core's counters at scrape.
+"""Prometheus metrics: the names docs/metrics.md lists, read from the core's counters at scrape.
 
 `Metrics` owns one `CollectorRegistry` per server (never the global one, so
 two servers in one process never share series) and the refusal counters

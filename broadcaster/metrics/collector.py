@@ -1,4 +1,4 @@
-"""The custom collector: DESIGN.md's metric families, built from the server's state at scrape.
+"""The custom collector: the metric families of docs/metrics.md, built from the server's state.
 
 Per channel the core keeps plain integers (`ChannelCounters`) and bucket
 counts (`core.histogram.Buckets`). Here they are summed per `channel` label,

@@ -2,8 +2,9 @@
 
 Pushes during an iteration only add the connection here (once); one
 callback per iteration then hands each connection one joined batch. That is
-DESIGN.md's "write each subscriber at most once per loop iteration": the
-cost of a write is paid per connection per iteration, not per message.
+hot path rule 3 of docs/ARCHITECTURE.md (a connection is written once per
+loop iteration): the cost of a write is paid per connection per iteration,
+not per message.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright; never a downloaded browser.
 
 Screenshots go to `test-artifacts/` (ignored by git) so a failing run can be
-looked at; tests that produce the README's pictures copy them to `docs/`.
+looked at; tests that produce the pictures of the docs copy them to `docs/`.
 """
 
 from __future__ import annotations

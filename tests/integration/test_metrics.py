@@ -1,4 +1,4 @@
-"""GET /metrics: DESIGN.md's names, and values that follow what the server did."""
+"""GET /metrics: the names docs/metrics.md lists, and values that follow what the server did."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ PAD = "y" * 1000
 
 
 async def test_every_design_metric_is_exported(serve: StartServer) -> None:
-    """All of DESIGN.md's families are declared, counters with `_total`."""
+    """All of docs/metrics.md's families are declared, counters with `_total`."""
     server = await serve(CHANNELS)
     metrics = await scrape(server.port)
     assert set(METRIC_NAMES) <= set(metrics.families)

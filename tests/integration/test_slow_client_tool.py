@@ -1,4 +1,4 @@
-"""The README's slow client (`python -m broadcaster.tools.slow_client`) gets cut off."""
+"""The slow client of docs/metrics.md (`python -m broadcaster.tools.slow_client`) gets cut off."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from broadcaster.core.strategies import Strategy
 
 
 def test_defaults_match_the_documented_config() -> None:
-    """With no config, a channel behaves as DESIGN.md's [defaults] table says."""
+    """With no config, a channel behaves as docs/configuration.md's [defaults] says."""
     policy = ChannelPolicy()
     assert policy.strategy is Strategy.DROP_OLDEST
     assert (policy.queue_size, policy.high, policy.low) == (256, 256, 128)

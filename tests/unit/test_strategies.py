@@ -77,7 +77,7 @@ def test_strategy_values_are_the_config_spellings(strategy: Strategy, text: str)
     ],
 )
 def test_drop_reasons_are_the_metric_labels(reason: DropReason, label: str) -> None:
-    """`messages_dropped_total{reason}` uses the labels DESIGN.md lists."""
+    """`messages_dropped_total{reason}` uses the labels docs/metrics.md lists."""
     assert reason.value == label
 
 

@@ -1,0 +1,1 @@
+"""Tests of the documentation: samples run, links resolve."""
