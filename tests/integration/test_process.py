@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+import broadcaster
 from tests.conftest import StartProcess
 from tests.support.clients import JsonClient
 from tests.support.http import http_get_json
@@ -175,6 +178,21 @@ async def test_bad_environment_variable_exits_2() -> None:
     result = await asyncio.to_thread(_run_cli, ["serve"], {"BROADCASTER_SERVER_PORT": "not-a-port"})
     assert result.returncode == 2
     assert "BROADCASTER_SERVER_PORT" in result.stderr
+
+
+def test_version_flag_prints_the_distribution_and_version() -> None:
+    """`broadcaster --version` says which release runs, for bug reports; exit 0."""
+    script = shutil.which("broadcaster", path=str(Path(sys.executable).parent))
+    assert script is not None, "the console script is installed with the project"
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    match = re.fullmatch(r"broadcaster-fanout (\d+\.\d+\.\d+\S*)\n", result.stdout)
+    assert match, result.stdout
+    try:
+        installed = importlib.metadata.version("broadcaster-fanout")
+    except importlib.metadata.PackageNotFoundError:
+        installed = broadcaster.__version__
+    assert match.group(1) == installed
 
 
 async def test_console_script_serves_the_embedded_default_with_the_demo_ticker() -> None:
