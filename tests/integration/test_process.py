@@ -180,6 +180,30 @@ async def test_bad_environment_variable_exits_2() -> None:
     assert "BROADCASTER_SERVER_PORT" in result.stderr
 
 
+def _startup_line(output: str) -> str:
+    (line,) = [line for line in output.splitlines() if "broadcaster listening on" in line]
+    return line
+
+
+@pytest.mark.parametrize("api", [True, False])
+async def test_startup_line_names_the_pages_and_the_publish_api(
+    serve_process: StartProcess, api: bool
+) -> None:
+    """The one line a newcomer reads says where the pages, metrics and publish API are."""
+    proc = await serve_process(f"{PROCESS_TOML}\n[api]\nenabled = {str(api).lower()}\nport = 0\n")
+    proc.terminate()
+    code, output = await proc.wait_exit()
+    assert code == 0
+    line = _startup_line(output)
+    base = f"http://127.0.0.1:{proc.port}"
+    assert f"broadcaster listening on ws://127.0.0.1:{proc.port}/ws — " in line
+    for page in (f"ticker {base}/ ", f"dashboard {base}/dashboard ", f"metrics {base}/metrics"):
+        assert page in line
+    assert f"examples {base}/examples/ " in line
+    publish = re.search(r"publish API (http://127\.0\.0\.1:\d+/api/publish)", line)
+    assert (publish is not None) == api, line
+
+
 def test_version_flag_prints_the_distribution_and_version() -> None:
     """`broadcaster --version` says which release runs, for bug reports; exit 0."""
     script = shutil.which("broadcaster", path=str(Path(sys.executable).parent))
