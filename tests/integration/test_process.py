@@ -219,6 +219,15 @@ def test_version_flag_prints_the_distribution_and_version() -> None:
     assert match.group(1) == installed
 
 
+async def test_misspelt_environment_variable_exits_2_naming_the_intended_one() -> None:
+    """`BROADCASTER_SERVER_PROT=9000 broadcaster serve` stops instead of serving on 8765."""
+    result = await asyncio.to_thread(_run_cli, ["serve"], {"BROADCASTER_SERVER_PROT": "9000"})
+    assert result.returncode == 2
+    assert "BROADCASTER_SERVER_PROT" in result.stderr
+    assert "did you mean BROADCASTER_SERVER_PORT?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 async def test_console_script_serves_the_embedded_default_with_the_demo_ticker() -> None:
     """`broadcaster serve` with no config streams the demo ticker on tickers.demo."""
     script = shutil.which("broadcaster", path=str(Path(sys.executable).parent))
