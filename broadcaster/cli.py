@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import logging
 import os
 import sys
@@ -18,14 +19,18 @@ from typing import Any, TypeVar
 
 import orjson
 
+import broadcaster
 from broadcaster.client import commands as client
 from broadcaster.config import load_config, source_from_flag
 from broadcaster.errors import ConfigError
 from broadcaster.server.app import Broadcaster
 
-__all__ = ["main", "run"]
+__all__ = ["DISTRIBUTION", "main", "run", "version"]
 
 EXIT_USAGE = 2
+
+DISTRIBUTION = "broadcaster-fanout"
+"""The name the project is installed under (`pip install broadcaster-fanout`)."""
 
 T = TypeVar("T")
 
@@ -38,6 +43,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)
+
+
+def version() -> str:
+    """The installed version, so a bug report can say which release it is about.
+
+    A source checkout installed under another distribution name (or not at
+    all) still answers, with the version the package itself declares.
+    """
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return broadcaster.__version__
 
 
 def tune_gc_for_serving() -> None:
@@ -141,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="broadcaster", description="WebSocket fan-out server for live data."
     )
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {version()}")
     parser.add_argument(
         "--log-level",
         default=os.environ.get("BROADCASTER_LOG_LEVEL", "INFO"),

@@ -10,6 +10,8 @@ Environment variables: `BROADCASTER_<SECTION>_<KEY>` for the keys of
 `[limits]` (for example
 `BROADCASTER_SERVER_PORT=9000`, `BROADCASTER_DEFAULTS_QUEUE_SIZE=512`,
 `BROADCASTER_BROKER_URL=redis://...`, `BROADCASTER_API_KEYS='["k1", "k2"]'`).
+Any other `BROADCASTER_*` variable is refused like an unknown key, except the
+few other commands read and those named by `*_env` keys (see `load.py`).
 
 In code, `Config.build(server={...}, channels={...})` builds a config from
 plain dicts with the same validation as a file, for embedding without TOML.

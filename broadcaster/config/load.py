@@ -5,10 +5,17 @@ the file, the built-in defaults. Overrides are type-checked against the same
 key tables as the file and remember where they came from, so an error names
 the variable or the flag rather than the file. Validation itself is
 `build.build_config`.
+
+Every other `BROADCASTER_*` variable is refused, like an unknown key in the
+file: a misspelt `BROADCASTER_SERVER_PROT` would otherwise leave the port at
+its default without a word. The exceptions are the variables other commands
+read (`NOT_CONFIG_VARIABLES`) and those the config itself names for secrets
+(`[auth] secret_env`, `[admin] token_env`).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,7 +34,15 @@ from broadcaster.config.server import SERVER_KEYS
 from broadcaster.config.tables import KeyTypes, check_type, type_name
 from broadcaster.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "OVERRIDABLE", "env_overrides", "env_var", "load_config"]
+__all__ = [
+    "ENV_PREFIX",
+    "NOT_CONFIG_VARIABLES",
+    "OVERRIDABLE",
+    "check_env_names",
+    "env_overrides",
+    "env_var",
+    "load_config",
+]
 
 ENV_PREFIX = "BROADCASTER_"
 
@@ -41,6 +56,16 @@ OVERRIDABLE: dict[str, KeyTypes] = {
     "admin": ADMIN_KEYS,
     "limits": LIMITS_KEYS,
 }
+
+
+NOT_CONFIG_VARIABLES: dict[str, str] = {
+    "BROADCASTER_CONFIG": "the config file of `broadcaster serve`",
+    "BROADCASTER_LOG_LEVEL": "the log level of the `broadcaster` command",
+    "BROADCASTER_URL": "the server URL of `broadcaster sub/pub` and the slow-client tool",
+    "BROADCASTER_TOKEN": "the token `broadcaster sub/pub` authenticates with",
+    "BROADCASTER_PYTHON": "the Python the JavaScript client's test kit starts servers with",
+}
+"""`BROADCASTER_*` variables that are not config overrides, and who reads them."""
 
 
 def env_var(dotted: str) -> str:
@@ -71,14 +96,48 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return found
 
 
+def check_env_names(environ: Mapping[str, str], secret_variables: set[str]) -> None:
+    """Refuse a `BROADCASTER_*` variable that nothing reads, suggesting the likely intended one.
+
+    `secret_variables` are the variables the config names with `*_env` keys:
+    their names are the user's choice, so they are allowed whatever they are.
+    """
+    known = {env_var(f"{section}.{key}") for section, keys in OVERRIDABLE.items() for key in keys}
+    known |= NOT_CONFIG_VARIABLES.keys()
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var in known or var in secret_variables:
+            continue
+        close = difflib.get_close_matches(var, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(
+            var,
+            "(environment variable)",
+            f"a variable the server reads{hint}: BROADCASTER_<SECTION>_<KEY> for a config key "
+            f"(sections: {', '.join(OVERRIDABLE)}) or one of "
+            f"{', '.join(NOT_CONFIG_VARIABLES)}; rename or unset it",
+        )
+
+
 def load_config(
     path: str | Path | None,
     *,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Load `path` (or the embedded default when None), then apply env vars and flags."""
+    """Load `path` (or the embedded default when None), then apply env vars and flags.
+
+    Raises `ConfigError` for a `BROADCASTER_*` variable that is neither a
+    config key nor read elsewhere (see `check_env_names`).
+    """
     environ = os.environ if environ is None else environ
+    config = _load(path, environ, flags)
+    check_env_names(environ, {config.auth.secret_env, config.admin.token_env} - {""})
+    return config
+
+
+def _load(
+    path: str | Path | None, environ: Mapping[str, str], flags: Mapping[str, Any] | None
+) -> Config:
     overrides = env_overrides(environ)
     origins = {dotted: env_var(dotted) for dotted in overrides}
     for dotted, value in (flags or {}).items():

@@ -230,7 +230,7 @@ class Broadcaster:
                 raise
         for source, kind in sources:
             self.sources.start(source, kind)
-        logger.info("broadcaster listening on %s (broker: %s)", self.url, self.broker.name)
+        logger.info("%s", self.http.startup_line())
         for warning in exposure_warnings(cfg):
             logger.warning("exposed on %s: %s", cfg.server.host, warning)
 

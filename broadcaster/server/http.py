@@ -8,13 +8,23 @@ unless the handshake gate (server/handshake.py: origin, admission) refuses it.
 The admin endpoints (/stats, /dashboard, /metrics) answer only requests that
 `security.admin.AdminGate` admits (an admin token, or loopback when no token
 is configured); others get 401 or 403, counted as refusals (`admin`).
+
+The browser client (/js/broadcaster.js) and the example pages (/examples/)
+are served here so they work as they are: a page opened from a file cannot
+import a module, and another static server would not have the client. The
+client answers CORS for the origins `[server] allowed_origins` admits, so a
+page elsewhere can `import` it from this server (a module import is a CORS
+request); the same origins may then open the WebSocket.
 """
 
 from __future__ import annotations
 
+import html
 import http
+import re
 from collections.abc import Callable
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +43,18 @@ if TYPE_CHECKING:
 __all__ = ["HttpEndpoints", "respond"]
 
 WS_PATH = "/ws"
+CLIENT_PREFIX = "/js/"
+EXAMPLES_PREFIX = "/examples/"
+
+# A flat directory of pages: a name is one path segment that cannot climb out of it
+# ("..", "/", "%2e%2e" and backslashes never match).
+_EXAMPLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.(html|js|css)")
+_CONTENT_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "js": "text/javascript; charset=utf-8",
+    "css": "text/css; charset=utf-8",
+}
+_TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
 def respond(
@@ -72,6 +94,38 @@ def _client_js() -> bytes | None:
     return _static("broadcaster.js")
 
 
+def _examples_dir() -> Traversable | None:
+    """clients/js/examples in a source checkout, else the copy shipped in the package."""
+    checkout = Path(__file__).resolve().parents[2] / "clients" / "js" / "examples"
+    if checkout.is_dir():
+        return checkout
+    shipped = resources.files("broadcaster") / "static" / "examples"
+    return shipped if shipped.is_dir() else None
+
+
+def _examples_index(directory: Traversable) -> bytes:
+    """An HTML list of the example pages, each linked with its <title>."""
+    items = []
+    for entry in sorted(directory.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".html") or not _EXAMPLE_NAME.fullmatch(entry.name):
+            continue
+        title = _TITLE.search(entry.read_bytes())
+        label = title.group(1).decode("utf-8", "replace").strip() if title else entry.name
+        href = html.escape(EXAMPLES_PREFIX + entry.name)
+        items.append(
+            f'<li><a href="{href}">{html.escape(entry.name)}</a>: {html.escape(label)}</li>'
+        )
+    listing = "\n".join(items) or "<li>no example pages installed</li>"
+    return (
+        '<!doctype html>\n<meta charset="utf-8"><title>broadcaster examples</title>\n'
+        '<link rel="icon" href="/favicon.svg" type="image/svg+xml">\n'
+        "<h1>Example pages</h1>\n<p>Each page imports the browser client from "
+        '<a href="/js/broadcaster.js">/js/broadcaster.js</a> and subscribes over '
+        f"<code>/ws</code>; view a page's source to copy it.</p>\n<ul>\n{listing}\n</ul>\n"
+        '<p><a href="/">the live ticker page</a></p>\n'
+    ).encode()
+
+
 Handler = Callable[[dict[str, list[str]]], Response]
 
 
@@ -86,6 +140,8 @@ class HttpEndpoints:
             "/": self._page("index.html"),
             "/dashboard": self._page("dashboard.html"),
             "/js/broadcaster.js": self._client,
+            "/favicon.ico": self._icon("favicon.ico", "image/x-icon"),
+            "/favicon.svg": self._icon("favicon.svg", "image/svg+xml"),
         }
         self.admin_paths: set[str] = {"/stats", "/dashboard"}
         """Paths that show the server from the inside: they need admin access."""
@@ -102,6 +158,8 @@ class HttpEndpoints:
         url = urlsplit(request.path)
         if url.path == WS_PATH:
             return self.app.gate.check(connection, request)
+        if url.path == EXAMPLES_PREFIX.rstrip("/") or url.path.startswith(EXAMPLES_PREFIX):
+            return self._example(url.path[len(EXAMPLES_PREFIX) :])
         handler = self.routes.get(url.path)
         if handler is None:
             return respond(
@@ -132,7 +190,58 @@ class HttpEndpoints:
                         else None
                     ),
                 )
-        return handler(query)
+        response = handler(query)
+        if url.path.startswith(CLIENT_PREFIX):
+            self._allow_cross_origin(request, response)
+        return response
+
+    def startup_line(self) -> str:
+        """The log line that says the server is up, with every URL a newcomer may open.
+
+        Only what this server serves is named (the examples when installed, the
+        publish API when enabled), with https/wss under TLS.
+        """
+        app = self.app
+        scheme = "https" if app.ssl is not None else "http"
+        base = f"{scheme}://{app.config.server.host}:{app.port}"
+        pages = [f"ticker {base}/", f"dashboard {base}/dashboard"]
+        if _examples_dir() is not None:
+            pages.append(f"examples {base}{EXAMPLES_PREFIX}")
+        if "/metrics" in self.routes:
+            pages.append(f"metrics {base}/metrics")
+        if app.api is not None:
+            pages.append(f"publish API {app.api.url}")
+        # " , ": a terminal that turns URLs into links must not take the comma along.
+        return (
+            f"broadcaster listening on {app.url} — {' , '.join(pages)} (broker: {app.broker.name})"
+        )
+
+    def _allow_cross_origin(self, request: Request, response: Response) -> None:
+        """Let pages of the allowed origins import the client (CORS), others not.
+
+        The same allowlist as the WebSocket handshake: a page that may not
+        connect has no use for the client, and `"*"` opens both.
+        """
+        response.headers["Vary"] = "Origin"
+        origins = request.headers.get_all("Origin")
+        if len(origins) == 1 and self.app.origins.allows(origins, request.headers.get("Host")):
+            response.headers["Access-Control-Allow-Origin"] = origins[0]
+
+    def _example(self, name: str) -> Response:
+        directory = _examples_dir()
+        if directory is None:
+            return respond(http.HTTPStatus.NOT_FOUND, b"examples not installed\n", "text/plain")
+        if name == "":
+            return respond(http.HTTPStatus.OK, _examples_index(directory), _CONTENT_TYPES["html"])
+        match = _EXAMPLE_NAME.fullmatch(name)
+        entry = directory / name
+        if match is None or not entry.is_file():
+            return respond(
+                http.HTTPStatus.NOT_FOUND,
+                f"no example page {name!r}: see {EXAMPLES_PREFIX}\n".encode(),
+                "text/plain",
+            )
+        return respond(http.HTTPStatus.OK, entry.read_bytes(), _CONTENT_TYPES[match.group(1)])
 
     def _healthz(self, query: dict[str, list[str]]) -> Response:
         # Liveness: 200 even while the broker is down (local subscribers are served).
@@ -175,6 +284,15 @@ class HttpEndpoints:
             if body is None:
                 return respond(http.HTTPStatus.NOT_FOUND, b"page not installed\n", "text/plain")
             return respond(http.HTTPStatus.OK, body, "text/html; charset=utf-8")
+
+        return handler
+
+    def _icon(self, name: str, content_type: str) -> Handler:
+        def handler(query: dict[str, list[str]]) -> Response:
+            body = _static(name)
+            if body is None:
+                return respond(http.HTTPStatus.NOT_FOUND, b"icon not installed\n", "text/plain")
+            return respond(http.HTTPStatus.OK, body, content_type)
 
         return handler
 

@@ -180,3 +180,60 @@ def test_dashboard_explains_every_refusal_reason() -> None:
     html = (files("broadcaster") / "static" / "dashboard.html").read_text(encoding="utf-8")
     table = html.split("const REFUSALS = {", 1)[1].split("};", 1)[0]
     assert set(re.findall(r"^\s*(\w+):", table, re.MULTILINE)) == set(REFUSAL_REASONS)
+
+
+# Every header cell's box against the viewport and against what its table is shown in
+# (a scrolling wrapper clips: a header past its right edge is cut off).
+HEADER_OVERFLOWS = """() => {
+  const out = [];
+  for (const table of document.querySelectorAll("main table")) {
+    const box = table.parentElement.getBoundingClientRect();
+    for (const th of table.querySelectorAll("thead th")) {
+      const r = th.getBoundingClientRect();
+      if (r.left < Math.max(0, box.left) - 0.5 || r.right > Math.min(innerWidth, box.right) + 0.5)
+        out.push(`${table.id}: "${th.textContent.trim()}" spans ${r.left}-${r.right}, ` +
+                 `shown in ${box.left}-${box.right} of ${innerWidth}`);
+    }
+  }
+  return out;
+}"""
+
+LAYOUT = """
+[channels."slow"]
+strategy = "drop-oldest"
+queue_size = 32
+slow_consumer_timeout = 60.0
+
+[sources.demo_ticker]
+channel = "tickers.demo"
+symbols = ["AAPL", "MSFT"]
+rate = 50
+"""
+
+
+async def test_dashboard_table_headers_fit_at_1280_px(
+    serve: StartServer, connect_raw: ConnectRaw, page: Page, artifacts: Path
+) -> None:
+    """At 1280x800, with a client behind (every column filled), no header is cut off."""
+    assert page.viewport_size == {"width": 1280, "height": 800}
+    server = await serve(LAYOUT)
+    healthy = await open_client(server.url)
+    await healthy.subscribe("tickers.demo")
+    await page.goto(f"http://127.0.0.1:{server.port}/dashboard")
+    await page.wait_for_selector("#status.live")
+    stalled = await connect_raw(server.port)
+    await stalled.subscribe("slow")
+    sid = session_of(server, stalled).id
+    done = asyncio.Event()
+    publisher = asyncio.create_task(publish_until(server, done))
+    try:
+        # The widest state of the row: a backlog and time above the watermark.
+        await page.wait_for_function(
+            "(sel) => Number(document.querySelector(sel)?.dataset.risk) > 0", arg=row(sid)
+        )
+        await page.wait_for_selector("#channel-table tr[data-channel='slow']")
+    finally:
+        done.set()
+        await publisher
+    await page.screenshot(path=str(artifacts / "dashboard-1280.png"))
+    assert await page.evaluate(HEADER_OVERFLOWS) == []

@@ -1,17 +1,12 @@
-"""clients/js/examples/tickers.html: live prices in a real browser, with the client module."""
+"""clients/js/examples/: served at /examples/ and working in a real browser, as shipped."""
 
 from __future__ import annotations
 
-import http
 from pathlib import Path
 
 from playwright.async_api import Page
-from websockets.http11 import Response
 
-from broadcaster.server.http import respond
 from tests.conftest import StartServer
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "clients" / "js" / "examples" / "tickers.html"
 
 DEMO = """
 [sources.demo_ticker]
@@ -21,19 +16,14 @@ rate = 50
 """
 
 
-def example_page(query: dict[str, list[str]]) -> Response:
-    return respond(http.HTTPStatus.OK, EXAMPLE.read_bytes(), "text/html; charset=utf-8")
-
-
 async def test_example_page_shows_live_prices(
     serve: StartServer, page: Page, artifacts: Path
 ) -> None:
-    """The ten-line example page lists every demo symbol and its price keeps changing."""
+    """/examples/tickers.html lists every demo symbol and its price keeps changing."""
     server = await serve(DEMO)
-    server.http.add_route("/example", example_page)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(f"http://127.0.0.1:{server.port}/example")
+    await page.goto(f"http://127.0.0.1:{server.port}/examples/tickers.html")
     await page.wait_for_selector("text=AAPL")
     await page.wait_for_selector("text=MSFT")
     first = await page.locator("td.price").first.inner_text()
@@ -43,3 +33,14 @@ async def test_example_page_shows_live_prices(
     )
     assert errors == []
     await page.screenshot(path=str(artifacts / "example-tickers.png"))
+
+
+async def test_examples_index_opens_the_example_pages(serve: StartServer, page: Page) -> None:
+    """From the ticker page, the examples link leads to an index whose links open the pages."""
+    server = await serve(DEMO)
+    await page.goto(f"http://127.0.0.1:{server.port}/")
+    await page.click("text=examples")
+    await page.wait_for_url("**/examples/")
+    await page.click("a[href='/examples/tickers.html']")
+    await page.wait_for_selector("td.price")
+    assert page.url.endswith("/examples/tickers.html")

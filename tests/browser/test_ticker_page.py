@@ -36,6 +36,27 @@ async def test_ticker_page_shows_prices_updating(
     await page.screenshot(path=str(artifacts / "ticker.png"))
 
 
+async def test_ticker_banner_says_live_once_prices_arrive_and_disconnected_when_down(
+    serve: StartServer, page: Page, artifacts: Path
+) -> None:
+    """The flow banner follows the stream: live with prices, not stuck on "waiting"."""
+    server = await serve(DEMO)
+    await page.goto(f"http://127.0.0.1:{server.port}/")
+    await page.wait_for_selector("td.seq")
+    await page.wait_for_function(
+        "() => document.getElementById('flow-state').textContent === 'live'", timeout=10_000
+    )
+    assert await page.inner_text("#status") == "live"
+
+    await server.stop()
+    await page.wait_for_function(
+        "() => document.getElementById('flow-state').textContent.startsWith('disconnected')",
+        timeout=10_000,
+    )
+    assert (await page.inner_text("#status")).startswith("disconnected")
+    await page.screenshot(path=str(artifacts / "ticker-disconnected.png"))
+
+
 class Relay:
     """Sits between the page and the server: forwards everything, or swallows some messages.
 

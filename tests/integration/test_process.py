@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+import broadcaster
 from tests.conftest import StartProcess
 from tests.support.clients import JsonClient
 from tests.support.http import http_get_json
@@ -175,6 +178,54 @@ async def test_bad_environment_variable_exits_2() -> None:
     result = await asyncio.to_thread(_run_cli, ["serve"], {"BROADCASTER_SERVER_PORT": "not-a-port"})
     assert result.returncode == 2
     assert "BROADCASTER_SERVER_PORT" in result.stderr
+
+
+def _startup_line(output: str) -> str:
+    (line,) = [line for line in output.splitlines() if "broadcaster listening on" in line]
+    return line
+
+
+@pytest.mark.parametrize("api", [True, False])
+async def test_startup_line_names_the_pages_and_the_publish_api(
+    serve_process: StartProcess, api: bool
+) -> None:
+    """The one line a newcomer reads says where the pages, metrics and publish API are."""
+    proc = await serve_process(f"{PROCESS_TOML}\n[api]\nenabled = {str(api).lower()}\nport = 0\n")
+    proc.terminate()
+    code, output = await proc.wait_exit()
+    assert code == 0
+    line = _startup_line(output)
+    base = f"http://127.0.0.1:{proc.port}"
+    assert f"broadcaster listening on ws://127.0.0.1:{proc.port}/ws — " in line
+    for page in (f"ticker {base}/ ", f"dashboard {base}/dashboard ", f"metrics {base}/metrics"):
+        assert page in line
+    assert f"examples {base}/examples/ " in line
+    publish = re.search(r"publish API (http://127\.0\.0\.1:\d+/api/publish)", line)
+    assert (publish is not None) == api, line
+
+
+def test_version_flag_prints_the_distribution_and_version() -> None:
+    """`broadcaster --version` says which release runs, for bug reports; exit 0."""
+    script = shutil.which("broadcaster", path=str(Path(sys.executable).parent))
+    assert script is not None, "the console script is installed with the project"
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    match = re.fullmatch(r"broadcaster-fanout (\d+\.\d+\.\d+\S*)\n", result.stdout)
+    assert match, result.stdout
+    try:
+        installed = importlib.metadata.version("broadcaster-fanout")
+    except importlib.metadata.PackageNotFoundError:
+        installed = broadcaster.__version__
+    assert match.group(1) == installed
+
+
+async def test_misspelt_environment_variable_exits_2_naming_the_intended_one() -> None:
+    """`BROADCASTER_SERVER_PROT=9000 broadcaster serve` stops instead of serving on 8765."""
+    result = await asyncio.to_thread(_run_cli, ["serve"], {"BROADCASTER_SERVER_PROT": "9000"})
+    assert result.returncode == 2
+    assert "BROADCASTER_SERVER_PROT" in result.stderr
+    assert "did you mean BROADCASTER_SERVER_PORT?" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 async def test_console_script_serves_the_embedded_default_with_the_demo_ticker() -> None:

@@ -52,6 +52,18 @@ async def open_tls_client(server: Broadcaster, context: ssl.SSLContext) -> JsonC
     return JsonClient(await connect(server.url, ssl=context, max_size=None, max_queue=None))
 
 
+async def test_startup_line_names_wss_and_https_urls(serve: StartServer, tls: TlsFiles) -> None:
+    """Under TLS the startup line's URLs are wss:// and https://, so they open as printed."""
+    server = await serve("[api]\nenabled = true\nport = 0\n", server_toml=tls_server_toml(tls))
+    line = server.http.startup_line()
+    base = f"https://127.0.0.1:{server.port}"
+    assert line.startswith(f"broadcaster listening on wss://127.0.0.1:{server.port}/ws — ")
+    assert f"ticker {base}/ , dashboard {base}/dashboard" in line
+    assert f"publish API {server.api_url}" in line
+    assert "http://" not in line
+    assert "ws://" not in line
+
+
 async def test_wss_round_trip_and_https_publish(serve: StartServer, tls: TlsFiles) -> None:
     """Subscribe and publish over wss://; the HTTP publish API answers over https://."""
     server = await serve("[api]\nenabled = true\nport = 0\n", server_toml=tls_server_toml(tls))

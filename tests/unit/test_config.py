@@ -406,11 +406,50 @@ def test_env_variables_are_parsed_by_type(
     assert env_overrides({var: text}) == {f"{section}.{key}": value}
 
 
-def test_unrelated_env_variables_are_ignored() -> None:
-    """Only BROADCASTER_<SECTION>_<KEY> for known keys is read."""
-    assert (
-        env_overrides({"BROADCASTER_SERVER_PROT": "1", "PORT": "2", "BROADCASTER_URL": "x"}) == {}
+def test_unrelated_env_variables_are_not_overrides() -> None:
+    """Only BROADCASTER_<SECTION>_<KEY> for known keys becomes an override."""
+    assert env_overrides({"PORT": "2", "BROADCASTER_URL": "x"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("var", "suggestion"),
+    [
+        ("BROADCASTER_SERVER_PROT", "BROADCASTER_SERVER_PORT"),
+        ("BROADCASTER_DEFAULTS_QUEUE_SISE", "BROADCASTER_DEFAULTS_QUEUE_SIZE"),
+        ("BROADCASTER_SERVR_HOST", "BROADCASTER_SERVER_HOST"),
+        ("BROADCASTER_LOGLEVEL", "BROADCASTER_LOG_LEVEL"),
+        ("BROADCASTER_SOMETHING_ELSE", None),
+    ],
+)
+def test_misspelt_env_variable_is_refused_naming_the_likely_one(
+    tmp_path: Path, var: str, suggestion: str | None
+) -> None:
+    """A BROADCASTER_* variable nothing reads is an error, like an unknown key in the file."""
+    error = config_error(tmp_path, "", {var: "9000"})
+    assert error.source == var
+    assert str(error).startswith(f"{var}: ")
+    if suggestion is not None:
+        assert f"did you mean {suggestion}?" in str(error)
+    else:
+        assert "did you mean" not in str(error)
+
+
+def test_env_variables_read_elsewhere_are_allowed(tmp_path: Path) -> None:
+    """The client CLI's, the command's and the secrets' variables are not mistakes."""
+    config = load(
+        write(tmp_path, '[admin]\ntoken_env = "BROADCASTER_MY_ADMIN_SECRET"\n'),
+        {
+            "BROADCASTER_URL": "ws://127.0.0.1:1/ws",
+            "BROADCASTER_TOKEN": "t",
+            "BROADCASTER_CONFIG": "x.toml",
+            "BROADCASTER_LOG_LEVEL": "DEBUG",
+            "BROADCASTER_PYTHON": "/usr/bin/python3",
+            "BROADCASTER_MY_ADMIN_SECRET": "a" * 32,
+            "BROADCASTER_SERVER_PORT": "9000",
+        },
     )
+    assert config.server.port == 9000
+    assert config.admin.token == "a" * 32
 
 
 @pytest.mark.parametrize(
