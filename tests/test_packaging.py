@@ -98,4 +98,5 @@ def test_the_wheel_installs_broadcaster_only_under_its_own_distribution_name(
     assert re.search(r"^License-Expression: MIT$", text, re.M)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "broadcaster/static/broadcaster.js" in names
+    assert "broadcaster/static/examples/tickers.html" in names  # served at /examples/
     assert "broadcaster/py.typed" in names
