@@ -212,18 +212,19 @@ show_death() {
     tail -n 20 "${logs[$1]}" >&2 || true
 }
 
-# wait_listening NAME HOST PORT: until HOST:PORT accepts connections (30 s at most).
+# wait_listening INDEX HOST PORT: until process INDEX accepts connections on HOST:PORT
+# (30 s at most); exit 1 if it dies first.
 wait_listening() {
-    local index=$((${#pids[@]} - 1)) i
+    local i
     for ((i = 0; i < 300; i++)); do
-        if ! kill -0 "${pids[$index]}" 2>/dev/null; then
-            show_death "$index"
+        if ! kill -0 "${pids[$1]}" 2>/dev/null; then
+            show_death "$1"
             exit 1
         fi
         if listening "$2" "$3"; then return 0; fi
         sleep 0.1
     done
-    echo "run.sh: $1 did not listen on $2:$3 within 30 s; see ${logs[$index]}" >&2
+    echo "run.sh: ${names[$1]} did not listen on $2:$3 within 30 s; see ${logs[$1]}" >&2
     exit 1
 }
 
@@ -231,11 +232,12 @@ if [[ -n $redis_port ]]; then
     start "redis-server" "$run_dir/redis.log" "$redis_server" --bind 127.0.0.1 --port "$redis_port" \
         --dir "$run_dir" --save "" --appendonly no --logfile ""
     redis_pid=${pids[-1]}
-    wait_listening "redis-server" 127.0.0.1 "$redis_port"
+    wait_listening 0 127.0.0.1 "$redis_port"
 fi
 
 export BROADCASTER_BROKER_URL=$redis_url BROADCASTER_BROKER_PREFIX=$prefix
 export BROADCASTER_ADMIN_TOKEN=$admin_token
+first_node=${#pids[@]}
 for ((i = 1; i <= nodes; i++)); do
     port=$((base_port + i - 1))
     ticker=()
@@ -243,12 +245,12 @@ for ((i = 1; i <= nodes; i++)); do
     start "node $i" "$run_dir/node$i.log" \
         "$broadcaster" serve --config "$here/node.toml" --port "$port" "${ticker[@]}"
 done
-for ((i = 1; i <= nodes; i++)); do
-    wait_listening "node $i" 127.0.0.1 "$((base_port + i - 1))"
+for ((i = 0; i < nodes; i++)); do
+    wait_listening "$((first_node + i))" 127.0.0.1 "$((base_port + i))"
 done
 
 start "nginx" "$run_dir/nginx.log" "$nginx" -e stderr -p "$run_dir/" -c "$run_dir/nginx.conf"
-wait_listening "nginx" "$nginx_reach" "$nginx_port"
+wait_listening "$((${#pids[@]} - 1))" "$nginx_reach" "$nginx_port"
 
 front="$nginx_reach:$nginx_port"
 cat <<EOF
@@ -256,7 +258,7 @@ cluster ready: $nodes node(s) on 127.0.0.1:$base_port-$last_port, Redis $redis_u
   WebSocket    ws://$front/ws
   ticker       http://$front/
   dashboard    http://$front/dashboard?token=$admin_token
-               (the node nginx picks; node i alone: port $base_port+i-1)
+               (one node's view, the node nginx picks; node 1's own: port $base_port instead)
   stats        curl -H "Authorization: Bearer \$(cat $run_dir/admin-token)" http://$front/stats
   admin token  $admin_token (also in $run_dir/admin-token)
   logs         $run_dir/*.log
