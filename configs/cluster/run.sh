@@ -108,6 +108,8 @@ if [[ -n $redis_port ]]; then
 fi
 redis_url=${redis_url:-redis://127.0.0.1:6379/0}
 [[ -n $prefix ]] || die "--prefix: expected a non-empty Redis key prefix"
+# It goes into nginx.conf as is: an address or a name, nothing that could end the directive.
+[[ $nginx_host =~ ^[][A-Za-z0-9.:_-]+$ ]] || die "--nginx-host: expected an address or a host name, got '$nginx_host'"
 
 # The nodes check this too, but only in their logs: say it here, at once.
 if [[ -z $admin_token ]]; then
@@ -131,8 +133,8 @@ for ((i = 0; i < nodes; i++)); do
     upstreams+="        server 127.0.0.1:$((base_port + i)) max_fails=1 fail_timeout=5s;"$'\n'
 done
 template=$(<"$here/nginx.conf.template")
-template=${template//@LISTEN@/$nginx_host:$nginx_port}
-template=${template//@UPSTREAMS@/${upstreams%$'\n'}}
+template=${template//@LISTEN@/"$nginx_host:$nginx_port"}
+template=${template//@UPSTREAMS@/"${upstreams%$'\n'}"}
 printf '%s\n' "$template" >"$run_dir/nginx.conf"
 
 if ((check_only)); then
@@ -147,9 +149,12 @@ fi
 # Whether something accepts connections on HOST:PORT (bash's /dev/tcp, no other tool).
 listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-# Where nginx can be reached from here: its listen address, or loopback for "any".
-nginx_reach=$nginx_host
-if [[ $nginx_reach == 0.0.0.0 || $nginx_reach == "*" ]]; then nginx_reach=127.0.0.1; fi
+# Where nginx can be reached from here (URLs, and /dev/tcp without IPv6 brackets):
+# its listen address, or loopback when it listens on every address.
+url_host=$nginx_host
+if [[ $url_host == 0.0.0.0 || $url_host == "*" || $url_host == "[::]" ]]; then url_host=127.0.0.1; fi
+nginx_reach=${url_host#[}
+nginx_reach=${nginx_reach%]}
 
 busy=()
 if listening "$nginx_reach" "$nginx_port"; then busy+=("$nginx_port"); fi
@@ -194,6 +199,7 @@ stopping=0
 stop_all() {
     ((stopping == 0)) || return 0
     stopping=1
+    trap '' INT TERM # a second Ctrl-C must not cut the clean-up short
     local front=() i
     for i in "${!pids[@]}"; do
         [[ ${pids[$i]} == "$redis_pid" ]] || front+=("${pids[$i]}")
@@ -252,7 +258,7 @@ done
 start "nginx" "$run_dir/nginx.log" "$nginx" -e stderr -p "$run_dir/" -c "$run_dir/nginx.conf"
 wait_listening "$((${#pids[@]} - 1))" "$nginx_reach" "$nginx_port"
 
-front="$nginx_reach:$nginx_port"
+front="$url_host:$nginx_port"
 cat <<EOF
 cluster ready: $nodes node(s) on 127.0.0.1:$base_port-$last_port, Redis $redis_url (prefix $prefix)
   WebSocket    ws://$front/ws
