@@ -147,8 +147,8 @@ async def test_recipe_serves_through_nginx_guards_admin_and_stops_everything(
     """Two nodes, nginx and the script's own Redis on free ports: a subscriber through nginx
     gets what either node publishes; /stats and /metrics through nginx need the admin token
     (nginx connects from loopback); SIGTERM stops every process the script started."""
-    base = consecutive_free_ports(2)
-    nginx_port, redis_port = free_port(), free_port()
+    base = consecutive_free_ports(4)  # two nodes, nginx, Redis: never the same port twice
+    nginx_port, redis_port = base + 2, base + 3
     with run_recipe(
         tmp_path,
         *("--nodes", "2", "--base-port", str(base), "--nginx-port", str(nginx_port)),
@@ -200,7 +200,8 @@ async def test_recipe_uses_the_given_redis_prefix_and_token(
 ) -> None:
     """--redis-url and --prefix reach the nodes (a second cluster can share a Redis), and the
     token from BROADCASTER_ADMIN_TOKEN is the one /stats accepts."""
-    base, nginx_port = free_port(), free_port()
+    base = consecutive_free_ports(2)
+    nginx_port = base + 1
     with run_recipe(
         tmp_path,
         *("--nodes", "1", "--base-port", str(base), "--nginx-port", str(nginx_port)),
