@@ -190,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SPEC",
-        help="add a source: stdin:CHANNEL (JSON lines from standard input) or "
-        "file:PATH:CHANNEL (JSON lines from a file); may be repeated",
+        help="add a source: stdin:CHANNEL (JSON lines from standard input), "
+        "file:PATH:CHANNEL (JSON lines from a file) or demo_ticker:CHANNEL (the simulated "
+        "feed); may be repeated",
     )
     serve.set_defaults(func=_serve)
     _add_client_commands(commands)

@@ -26,7 +26,9 @@ def resolve_secret(
     """The secret in `key`, or in the environment variable named by `key`_env ("" if neither)."""
     env_key = f"{key}_env"
     inline, var = values.get(key, ""), values.get(env_key, "")
-    if inline and var:
+    # `token_env = "BROADCASTER_ADMIN_TOKEN"` names the very variable that also
+    # overrides `[admin] token`: then both hold the same value, not two secrets.
+    if inline and var and at(key) != var:
         raise ConfigError(at(key), f"{section} {key}", f"either {key} or {env_key}, not both")
     if not var:
         return str(inline)

@@ -42,18 +42,23 @@ def source_table(source: str, name: str, table: Any) -> SourceConfig:
 
 
 def source_from_flag(text: str, *, index: int = 0) -> SourceConfig:
-    """A source from `--source KIND:...`: `stdin:CHANNEL` or `file:PATH:CHANNEL`.
+    """A source from `--source KIND:...`: `stdin:CHANNEL`, `file:PATH:CHANNEL` or
+    `demo_ticker:CHANNEL`.
 
     The channel is what follows the last colon, so a path may contain colons.
+    `demo_ticker` is a flag so that one config file can serve every node of a
+    cluster while only one of them runs the feed (configs/cluster/run.sh).
     """
     kind, _, rest = text.partition(":")
     suffix = f"-{index}" if index else ""
-    if kind == "stdin" and rest:
-        return SourceConfig(name=f"stdin{suffix}", kind="stdin", channel=rest)
+    if kind in ("stdin", "demo_ticker") and rest:
+        return SourceConfig(name=f"{kind}{suffix}", kind=kind, channel=rest)
     if kind == "file":
         path, _, channel = rest.rpartition(":")
         if path and channel:
             return SourceConfig(
                 name=f"file{suffix}", kind="file", channel=channel, options={"path": path}
             )
-    raise ConfigError("--source", "--source", "stdin:CHANNEL or file:PATH:CHANNEL", text)
+    raise ConfigError(
+        "--source", "--source", "stdin:CHANNEL, file:PATH:CHANNEL or demo_ticker:CHANNEL", text
+    )

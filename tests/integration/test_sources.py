@@ -465,7 +465,7 @@ async def test_redis_pubsub_source_fans_out_a_channel_and_a_pattern(
 
 
 def test_cli_refuses_a_bad_source_spec() -> None:
-    """`--source` that is neither stdin:CHANNEL nor file:PATH:CHANNEL exits 2 and says so."""
+    """A `--source` of no known kind exits 2 and names the specs it accepts."""
     result = subprocess.run(
         [sys.executable, "-m", "broadcaster", "serve", "--source", "kafka:prices"],
         capture_output=True,
@@ -475,5 +475,5 @@ def test_cli_refuses_a_bad_source_spec() -> None:
     )
     assert result.returncode == 2
     assert "--source" in result.stderr
-    assert "stdin:CHANNEL or file:PATH:CHANNEL" in result.stderr
+    assert "stdin:CHANNEL, file:PATH:CHANNEL or demo_ticker:CHANNEL" in result.stderr
     assert "Traceback" not in result.stderr

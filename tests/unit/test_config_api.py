@@ -117,6 +117,7 @@ def test_config_build_takes_python_values() -> None:
         ("stdin:tickers.raw", "stdin", "tickers.raw", {}),
         ("file:/tmp/p.jsonl:prices", "file", "prices", {"path": "/tmp/p.jsonl"}),
         ("file:C:/x:y.jsonl:prices", "file", "prices", {"path": "C:/x:y.jsonl"}),
+        ("demo_ticker:tickers.demo", "demo_ticker", "tickers.demo", {}),
     ],
 )
 def test_source_flags(spec: str, kind: str, channel: str, options: dict[str, Any]) -> None:
@@ -124,7 +125,9 @@ def test_source_flags(spec: str, kind: str, channel: str, options: dict[str, Any
     assert (source.kind, source.channel, dict(source.options)) == (kind, channel, options)
 
 
-@pytest.mark.parametrize("spec", ["stdin", "stdin:", "file:/x", "kafka:x", "file::c"])
+@pytest.mark.parametrize(
+    "spec", ["stdin", "stdin:", "file:/x", "kafka:x", "file::c", "demo_ticker:"]
+)
 def test_bad_source_flags_say_what_is_expected(spec: str) -> None:
     with pytest.raises(ConfigError) as info:
         source_from_flag(spec)

@@ -68,6 +68,33 @@ def test_env_overrides_reach_the_new_sections(tmp_path: Path) -> None:
     assert config.server.allowed_origins == ("*",)
 
 
+def test_internet_config_starts_with_its_documented_variables(tmp_path: Path) -> None:
+    """configs/internet.toml says `export BROADCASTER_ADMIN_TOKEN=...`: the variable its
+    `token_env` names is also the automatic override of `[admin] token`, not a second token."""
+    tls = make_tls(tmp_path)
+    config = load_config(
+        REPO / "configs" / "internet.toml",
+        environ={
+            "BROADCASTER_JWT_SECRET": SECRET,
+            "BROADCASTER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BROADCASTER_SERVER_TLS_CERT": str(tls.cert),
+            "BROADCASTER_SERVER_TLS_KEY": str(tls.key),
+        },
+    )
+    assert (config.auth.secret, config.admin.token) == (SECRET, ADMIN_TOKEN)
+
+
+def test_an_inline_token_and_token_env_still_conflict() -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(
+            None,
+            environ={
+                "BROADCASTER_ADMIN_TOKEN": ADMIN_TOKEN,
+                "BROADCASTER_ADMIN_TOKEN_ENV": "OTHER",
+            },
+        )
+
+
 def test_rs256_reads_the_public_key_file(tmp_path: Path) -> None:
     keys = rsa_keys(tmp_path)
     config = Config.build(
