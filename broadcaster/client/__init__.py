@@ -9,7 +9,8 @@
 It reconnects with exponential backoff and full jitter (a long wait after
 close 4008 / 1013 / 4029 or HTTP 503 / 429, honouring Retry-After), resubscribes
 with `since` so a server with history replays what was missed, reports what
-could not be replayed as `gap` events with the exact count, pings to detect a
+could not be replayed as `gap` events with the exact count, reports a channel
+whose seq history restarted (a new epoch) as a `reset` event, pings to detect a
 dead connection, and holds publishes while the server pauses this publisher.
 The events and rules are those of the browser client, clients/js/broadcaster.js.
 """
@@ -33,6 +34,7 @@ from broadcaster.client.events import (
     Message,
     Pause,
     Reconnecting,
+    Reset,
     Resume,
     Subscribed,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "Pause",
     "QueueFull",
     "Reconnecting",
+    "Reset",
     "Resume",
     "SeqTracker",
     "ServerError",

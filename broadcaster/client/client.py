@@ -43,6 +43,7 @@ from broadcaster.client.events import (
     Gap,
     Pause,
     Reconnecting,
+    Reset,
     Resume,
     Subscribed,
 )
@@ -217,6 +218,10 @@ class Client:
     ) -> Callable[[], None]: ...
     @overload
     def on(self, event: Literal["gap"], handler: Callable[[Gap], object]) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, event: Literal["reset"], handler: Callable[[Reset], object]
+    ) -> Callable[[], None]: ...
     @overload
     def on(
         self, event: Literal["error"], handler: Callable[[ClientError], object]

@@ -1,7 +1,7 @@
 """`broadcaster sub` and `broadcaster pub`: the client for a human at a terminal.
 
 Messages go to stdout, one per line (`CHANNEL #SEQ DATA`), so they can be piped;
-what happens to the connection (pauses, resumes, gaps, reconnects) goes to
+what happens to the connection (pauses, resumes, gaps, resets, reconnects) goes to
 stderr as `# ...` lines, so it is seen but does not pollute the data.
 Exit status: 0 ok, 1 connection failure (one line saying why), 2 bad input.
 """
@@ -24,6 +24,7 @@ from broadcaster.client.events import (
     Message,
     Pause,
     Reconnecting,
+    Reset,
     Resume,
     Subscribed,
 )
@@ -96,6 +97,14 @@ def _narrate(client: Client, err: TextIO) -> None:
     def gap(e: Gap) -> None:
         _say(err, f"# gap on {e.channel}: missed {e.missed} (seq {e.from_seq}..{e.to_seq})")
 
+    def reset(e: Reset) -> None:
+        lost = "an unknown number" if e.missed is None else str(e.missed)
+        text = f"# reset of {e.channel}: epoch {e.old_epoch} -> {e.epoch}, seq starts again"
+        text += f" (last seq seen {e.last_seq}; {lost} of the old epoch's messages may be lost"
+        if e.seq:
+            text += f"; seq 1..{e.seq} of the new epoch came before this subscription"
+        _say(err, text + ")")
+
     def error(e: ClientError) -> None:
         _say(err, f"# error {e.code}: {e}")
 
@@ -106,6 +115,7 @@ def _narrate(client: Client, err: TextIO) -> None:
     client.on("pause", pause)
     client.on("resume", resume)
     client.on("gap", gap)
+    client.on("reset", reset)
     client.on("error", error)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from broadcaster.client.tracking import Gap
+from broadcaster.client.tracking import Gap, Reset
 
 __all__ = [
     "Connected",
@@ -22,6 +22,7 @@ __all__ = [
     "Message",
     "Pause",
     "Reconnecting",
+    "Reset",
     "Resume",
     "Subscribed",
 ]
@@ -29,7 +30,15 @@ __all__ = [
 logger = logging.getLogger("broadcaster.client")
 
 EventName = Literal[
-    "connected", "disconnected", "reconnecting", "subscribed", "pause", "resume", "gap", "error"
+    "connected",
+    "disconnected",
+    "reconnecting",
+    "subscribed",
+    "pause",
+    "resume",
+    "gap",
+    "reset",
+    "error",
 ]
 
 

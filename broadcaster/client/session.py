@@ -223,11 +223,14 @@ class Session:
                 self._stalled = False
 
     def _subscribed(self, msg: dict[str, Any]) -> None:
+        if msg.get("reset") is True and "id" not in msg:
+            self._reset(msg)
+            return
         state = self.sub_ids.pop(_op_id(msg), None)
         if state is None or self.client.channels.get(state.name) is not state:
             return
         state.active = True
-        gap = state.tracker.subscribed(msg, state.sent_since)
+        gap, reset = state.tracker.subscribed(msg, state.sent_since)
         self.client.events.emit(
             "subscribed",
             Subscribed(
@@ -239,8 +242,21 @@ class Session:
                 msg.get("oldest_seq"),
             ),
         )
+        if reset is not None:
+            self.client.events.emit("reset", reset)
         if gap is not None:
             self.client.events.emit("gap", gap)
+
+    def _reset(self, msg: dict[str, Any]) -> None:
+        """The server's in-band notice that the channel's seq history restarted (PROTOCOL.md).
+
+        Without this, the new epoch's seqs 1, 2, ... would look like
+        duplicates of the old epoch's and be dropped until they passed it.
+        """
+        state = self.client.channels.get(str(msg.get("channel")))
+        if state is None or not state.active:
+            return  # a subscription we are leaving, or one whose reply has not come yet
+        self.client.events.emit("reset", state.tracker.reset(msg))
 
     def _error(self, msg: dict[str, Any]) -> None:
         retry_after = msg.get("retry_after")

@@ -5,8 +5,11 @@ Pure (no socket, no loop), the same rules as the JS client's `SeqTracker`:
 - a seq at or below the last one is a duplicate and is not delivered;
 - conflate channels skip channel-wide detection (seqs only grow per key);
 - after a resubscribe with `since`, `recovered: false` in the same epoch is one
-  gap covering everything up to the reply's seq; a new epoch means the channel
-  restarted from 1, so what was known is forgotten (no false gap).
+  gap covering everything up to the reply's seq;
+- a new epoch (a `subscribed` naming another epoch than the tracked one, or an
+  in-band `subscribed` with `reset: true`) means the channel restarted from 1:
+  what was known is forgotten (no false gap, and the new epoch's seqs are not
+  mistaken for duplicates of the old one's) and a `Reset` says so.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Gap", "SeqTracker"]
+__all__ = ["Gap", "Reset", "SeqTracker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,36 @@ class Gap:
     missed: int
     from_seq: int
     to_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """`channel`'s seq history restarted: seqs now count from 1 again under `epoch`.
+
+    Redis lost the channel's stream, the server restarted, or the channel was
+    freed after `idle_channel_ttl` and used again. Whatever this client had
+    not received of the old history is lost with it: resync from your own
+    source of truth.
+    """
+
+    channel: str
+    old_epoch: str | None
+    """The epoch this client knew (None if it never learnt one)."""
+    epoch: str
+    """The new epoch."""
+    last_seq: int | None
+    """The last seq of the old epoch this client saw (None if none)."""
+    missed: int | None
+    """How many messages of the old epoch after `last_seq` were lost; None: unknown.
+
+    The server cannot tell how far the lost history went (messages accepted
+    just before the loss may never have reached this node), so today this is
+    always None: treat it as "possibly some", never as 0.
+    """
+    seq: int
+    """The new epoch's seq when this client joined it: 0 on an in-band reset
+    (every message of the new epoch follows, from seq 1); on a resubscribe,
+    seqs 1..`seq` were published before it and will not be delivered."""
 
 
 class SeqTracker:
@@ -41,12 +74,16 @@ class SeqTracker:
         """(since, epoch) for the next subscribe, or None when nothing was seen yet."""
         return None if self.seq is None else (self.seq, self.epoch)
 
-    def subscribed(self, reply: dict[str, Any], since: int | None) -> Gap | None:
-        """A `subscribed` reply to a subscribe sent with `since` (or None)."""
+    def subscribed(
+        self, reply: dict[str, Any], since: int | None
+    ) -> tuple[Gap | None, Reset | None]:
+        """A `subscribed` reply to a subscribe sent with `since` (or None): (gap, reset)."""
         self.conflate = reply.get("strategy") == "conflate"
         last = int(reply["seq"])
         epoch = reply.get("epoch")
-        same_history = since is not None and (self.epoch is None or epoch == self.epoch)
+        new_epoch = isinstance(epoch, str) and self.epoch is not None and epoch != self.epoch
+        reset = self._reset(str(reply["channel"]), reply, last) if new_epoch else None
+        same_history = since is not None and not new_epoch
         gap = None
         if same_history and reply.get("recovered") is True:
             self.seq = since  # the missed messages follow, then the live stream
@@ -55,7 +92,22 @@ class SeqTracker:
                 gap = Gap(str(reply["channel"]), last - since, since + 1, last)
             self.seq = last
         self.epoch = epoch if isinstance(epoch, str) else None
-        return gap
+        return gap, reset
+
+    def reset(self, notice: dict[str, Any]) -> Reset:
+        """An in-band `subscribed` with `reset: true`: seq starts again from 1 in a new epoch.
+
+        Every message of the old epoch this node had delivered is ahead of
+        the notice; the new epoch's messages follow it from seq 1.
+        """
+        self.conflate = notice.get("strategy") == "conflate"
+        reset = self._reset(str(notice["channel"]), notice, 0)
+        self.seq = 0
+        self.epoch = reset.epoch
+        return reset
+
+    def _reset(self, channel: str, reply: dict[str, Any], last: int) -> Reset:
+        return Reset(channel, self.epoch, str(reply.get("epoch", "")), self.seq, None, last)
 
     def message(self, channel: str, seq: int, snapshot: bool = False) -> tuple[bool, Gap | None]:
         """(deliver, gap) for a message with `seq`."""

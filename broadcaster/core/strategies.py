@@ -24,6 +24,7 @@ from typing import Protocol
 from broadcaster.core.message import Message
 
 __all__ = [
+    "EVENT_SEQ",
     "STRATEGIES",
     "Block",
     "Conflate",
@@ -60,7 +61,9 @@ class QueueState(Protocol):
     `capacity` is the queue size minus the messages already handed to the
     transport and still held there, so depth (queued + in transport) never
     exceeds the queue size. The first `preloaded` items are recovered or
-    snapshot messages: a strategy may evict them but never conflates them.
+    snapshot messages, or anything queued up to an in-band event
+    (`Subscription.notice`): a strategy may evict them (never the event
+    itself) but never conflates them.
     `index` maps a key to its slot `[placeholder, newest]` (conflate only).
     """
 
@@ -87,11 +90,21 @@ class StrategyRule(Protocol):
         ...
 
 
+EVENT_SEQ = 0
+"""The seq of an in-band event (`MessageFactory.event`, e.g. a reset notice); data starts at 1."""
+
+
 def _evict_oldest(queue: QueueState) -> bool:
-    """Remove the oldest queued message (and its conflation slot); False if none is queued."""
+    """Remove the oldest queued message (and its conflation slot); False if none is queued.
+
+    In-band events are never evicted: the oldest data message behind them
+    goes instead (events are rare, so this walk is too).
+    """
     items = queue.items
     if not items:
         return False
+    if items[0].seq == EVENT_SEQ:
+        return _evict_behind_events(queue)
     evicted = items.popleft()
     if queue.preloaded:
         queue.preloaded -= 1
@@ -100,6 +113,22 @@ def _evict_oldest(queue: QueueState) -> bool:
         if slot is not None and slot[0] is evicted:
             del queue.index[evicted.key]
     return True
+
+
+def _evict_behind_events(queue: QueueState) -> bool:
+    items = queue.items
+    for position, queued in enumerate(items):
+        if queued.seq == EVENT_SEQ:
+            continue
+        del items[position]
+        if position < queue.preloaded:
+            queue.preloaded -= 1
+        elif queued.key is not None:
+            slot = queue.index.get(queued.key)
+            if slot is not None and slot[0] is queued:
+                del queue.index[queued.key]
+        return True
+    return False
 
 
 class DropOldest:
@@ -226,8 +255,9 @@ class Latest:
 
     Used for subscriptions with `max_rate` on channels without a conflation
     key: the pending live message is replaced, so the next send is always the
-    channel's latest. Preloaded messages ahead of it are kept. Each replaced
-    message counts as conflated.
+    channel's latest. Preloaded messages and in-band events (a reset notice)
+    ahead of it are kept: only a message queued after them is replaced. Each
+    replaced message counts as conflated.
     """
 
     name = Strategy.CONFLATE

@@ -211,10 +211,21 @@ class Subscription:
     def notice(self, message: Message) -> None:
         """Queue an in-band event behind what is queued (e.g. a stream reset), past any strategy.
 
-        It has no key, so it is never conflated; a drop-oldest queue that
-        stays full may still evict it like any queued message.
+        A client that misses it misreads every message after it (a reset
+        notice: the new epoch's seqs look like duplicates), so it is never
+        dropped and nothing crosses it. Conflation slots are settled first
+        (each placeholder takes its newest message), then everything up to
+        the event counts as preloaded: never conflated or replaced by a
+        rate cap (`Latest`); a full drop-oldest queue evicts the data around
+        an event, never the event (`_evict_oldest`).
         """
+        if self.index:
+            self._settle_slots()
+        self.indexed = False
         self.items.append(message)
+        self.preloaded = len(self.items)
+        if self.conflates:
+            self._limits()
         if self.outbox.armed:
             self.outbox.schedule()
 

@@ -104,6 +104,31 @@ export interface GapEvent {
   to: number;
 }
 
+/**
+ * A channel's seq history restarted: seqs count from 1 again under `epoch` (Redis lost the
+ * stream, the server restarted, or the channel was freed while idle and used again). What this
+ * client had not received of the old history is lost with it: resync from your source of truth.
+ */
+export interface ResetEvent {
+  channel: string;
+  /** The epoch this client knew (null if it never learnt one). */
+  oldEpoch: string | null;
+  /** The new epoch. */
+  epoch: string;
+  /** The last seq of the old epoch this client saw (null if none). */
+  lastSeq: number | null;
+  /**
+   * How many messages of the old epoch after lastSeq were lost; null: unknown (the server cannot
+   * tell how far the lost history went). Treat null as "possibly some", never as 0.
+   */
+  missed: number | null;
+  /**
+   * The new epoch's seq when this client joined it: 0 after an in-band reset (every message of the
+   * new epoch follows, from seq 1); after a resubscribe, seqs 1..seq came before it and are not delivered.
+   */
+  seq: number;
+}
+
 /** An `error` reply or a client-side failure: `code` is a PROTOCOL.md error code, or
  * "disconnected", "closed", "queue_full" from the client. */
 export interface BroadcasterError extends Error {
@@ -122,6 +147,7 @@ export interface ClientEvents {
   pause: PauseEvent;
   resume: ResumeEvent;
   gap: GapEvent;
+  reset: ResetEvent;
   error: BroadcasterError;
 }
 
@@ -173,7 +199,7 @@ export declare class Backoff {
   reset(): void;
 }
 
-/** Per-channel seq bookkeeping behind `gap` events. */
+/** Per-channel seq bookkeeping behind `gap` and `reset` events. */
 export declare class SeqTracker {
   constructor(since?: number | null, epoch?: string | null);
   seq: number | null;
@@ -183,6 +209,8 @@ export declare class SeqTracker {
   subscribed(
     reply: { channel: string; seq: number; epoch: string; strategy?: string; recovered?: boolean },
     since: number | null,
-  ): GapEvent | null;
+  ): { gap: GapEvent | null; reset: ResetEvent | null };
+  /** An in-band `subscribed` with `reset: true`: seq starts again from 1 in `notice.epoch`. */
+  reset(notice: { channel: string; epoch: string; strategy?: string }): ResetEvent;
   message(channel: string, seq: number, snapshot?: boolean): { deliver: boolean; gap: GapEvent | null };
 }

@@ -16,6 +16,9 @@
 //   `gap` with the exact number of missed messages;
 // - detects gaps from `seq` on every live channel (not on conflate channels,
 //   whose seqs only grow per key);
+// - follows a channel whose seq history restarted (a new epoch: Redis lost the
+//   stream, the server restarted, the channel was freed while idle): it emits
+//   `reset` and delivers the new epoch's messages from seq 1;
 // - pings the server and treats a missing pong as a dead connection;
 // - holds publishes while the server says "channel blocked" (a well-behaved
 //   publisher), and queues publishes made while disconnected;
@@ -112,11 +115,15 @@ export class SeqTracker {
     return this.seq === null ? null : { since: this.seq, epoch: this.epoch };
   }
 
-  /** A `subscribed` reply to a subscribe sent with `since` (or null); returns a gap or null. */
+  /**
+   * A `subscribed` reply to a subscribe sent with `since` (or null): `{gap, reset}`, each or null.
+   * A new epoch means seq restarted from 1: forget what we knew (no false gap) and say so.
+   */
   subscribed(reply, since) {
     this.conflate = reply.strategy === "conflate";
-    // A new epoch means seq restarted from 1: forget what we knew (no false gap).
-    const sameHistory = since !== null && (this.epoch === null || reply.epoch === this.epoch);
+    const newEpoch = typeof reply.epoch === "string" && this.epoch !== null && reply.epoch !== this.epoch;
+    const reset = newEpoch ? this._reset(reply, reply.seq) : null;
+    const sameHistory = since !== null && !newEpoch;
     let gap = null;
     if (sameHistory && reply.recovered === true) {
       this.seq = since; // the missed messages follow, then the live stream
@@ -127,7 +134,25 @@ export class SeqTracker {
       this.seq = reply.seq;
     }
     this.epoch = reply.epoch ?? null;
-    return gap;
+    return { gap, reset };
+  }
+
+  /**
+   * An in-band `subscribed` with `reset: true`: the old epoch's messages this node delivered
+   * came before it, the new epoch's follow from seq 1. Returns the `reset` event.
+   */
+  reset(notice) {
+    this.conflate = notice.strategy === "conflate";
+    const reset = this._reset(notice, 0);
+    this.seq = 0;
+    this.epoch = reset.epoch;
+    return reset;
+  }
+
+  _reset(reply, seq) {
+    // `missed`: how much of the old history after lastSeq was lost cannot be known (the
+    // server does not know how far it went), so it is null, never a guess.
+    return { channel: reply.channel, oldEpoch: this.epoch, epoch: reply.epoch ?? "", lastSeq: this.seq, missed: null, seq };
   }
 
   /** A message with `seq`: `{deliver, gap}`; a duplicate is not delivered. */
@@ -473,16 +498,26 @@ export class Client {
   }
 
   _subscribed(msg) {
+    if (msg.reset === true && msg.id === undefined) return this._reset(msg);
     this._pending.delete(msg.id);
     const entry = this._channels.get(msg.channel);
     if (!entry || entry.subId !== msg.id) return;
     entry.active = true;
-    const gap = entry.tracker.subscribed(msg, entry.sentSince);
+    const { gap, reset } = entry.tracker.subscribed(msg, entry.sentSince);
     const event = { channel: msg.channel, seq: msg.seq, epoch: msg.epoch, strategy: msg.strategy };
     if (msg.recovered !== undefined) event.recovered = msg.recovered;
     if (msg.oldest_seq !== undefined) event.oldestSeq = msg.oldest_seq;
     this._emit("subscribed", event);
+    if (reset) this._emit("reset", reset);
     if (gap) this._emit("gap", gap);
+  }
+
+  /** The server's in-band notice that the channel's seq history restarted (PROTOCOL.md).
+   * Without it the new epoch's seq 1, 2, ... would be dropped as duplicates of the old ones. */
+  _reset(msg) {
+    const entry = this._channels.get(msg.channel);
+    if (!entry || !entry.active) return; // leaving it, or its subscribe reply is still to come
+    this._emit("reset", entry.tracker.reset(msg));
   }
 
   _error(msg) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import queue
 import signal
@@ -14,6 +15,8 @@ from typing import IO
 
 import pytest
 
+from broadcaster.client import Client, Reset
+from broadcaster.client.commands import _narrate
 from tests.support.servers import ServerProcess, free_port
 
 SERVER_TOML = """
@@ -146,3 +149,18 @@ def test_help_lists_the_client_commands() -> None:
     assert result.returncode == 0
     assert "sub" in result.stdout
     assert "pub" in result.stdout
+
+
+def test_sub_tells_the_human_about_a_reset() -> None:
+    """A restarted seq history is said on stderr, with what is known and what is not."""
+    client, err = Client("ws://127.0.0.1:9/ws"), io.StringIO()
+    _narrate(client, err)
+    client.events.emit("reset", Reset("news", "e1", "e2", last_seq=5, missed=None, seq=0))
+    client.events.emit("reset", Reset("news", "e2", "e3", last_seq=8, missed=None, seq=2))
+    assert err.getvalue().splitlines() == [
+        "# reset of news: epoch e1 -> e2, seq starts again (last seq seen 5; an unknown number"
+        " of the old epoch's messages may be lost)",
+        "# reset of news: epoch e2 -> e3, seq starts again (last seq seen 8; an unknown number"
+        " of the old epoch's messages may be lost; seq 1..2 of the new epoch came before this"
+        " subscription)",
+    ]

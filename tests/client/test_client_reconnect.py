@@ -31,7 +31,7 @@ async def proxies() -> AsyncIterator[list[TcpProxy]]:
 
 async def test_server_restart_backoff_growth_jitter_and_resubscribe(serve: StartServer) -> None:
     """Restarted mid-stream: delays grow with full jitter up to the cap; then resubscribe,
-    a held publish goes out, and the new epoch is not mistaken for a gap."""
+    a held publish goes out, and the new epoch is one `reset`, not mistaken for a gap."""
     port = free_port()
     server_toml = TEST_SERVER_TOML.replace("port = 0", f"port = {port}")
     server = await serve("", server_toml)
@@ -50,7 +50,7 @@ async def test_server_restart_backoff_growth_jitter_and_resubscribe(serve: Start
     ):
         events = Recorder(sub)
         ticks = sub.subscribe("ticks")
-        await events.wait("subscribed")
+        old_epoch = (await events.wait("subscribed")).epoch
         assert [await pub.publish("ticks", i) for i in range(3)] == [1, 2, 3]
         assert [m.seq for m in await take(ticks, 3)] == [1, 2, 3]
 
@@ -64,6 +64,9 @@ async def test_server_restart_backoff_growth_jitter_and_resubscribe(serve: Start
         await serve("", server_toml)
         again = await events.wait("subscribed", after=1)
         assert again.recovered is False, "a new epoch cannot recover the old one"
+        assert [(r.old_epoch, r.epoch, r.last_seq, r.missed, r.seq) for r in events["reset"]] == [
+            (old_epoch, again.epoch, 3, None, again.seq)
+        ], "the restart is reported once, with where each history stands"
         steps = events["reconnecting"]
         assert [s.attempt for s in steps[:6]] == [0, 1, 2, 3, 4, 5]
         caps = [min(0.04, 0.005 * 2**s.attempt) for s in steps]

@@ -1,8 +1,8 @@
-"""Gap accounting per channel, without a socket."""
+"""Gap and reset accounting per channel, without a socket."""
 
 from __future__ import annotations
 
-from broadcaster.client.tracking import Gap, SeqTracker
+from broadcaster.client.tracking import Gap, Reset, SeqTracker
 
 
 def reply(seq: int, epoch: str = "e1", **extra: object) -> dict[str, object]:
@@ -12,7 +12,7 @@ def reply(seq: int, epoch: str = "e1", **extra: object) -> dict[str, object]:
 def test_jumps_are_gaps_of_the_exact_size_and_duplicates_are_not_delivered() -> None:
     t = SeqTracker()
     assert t.resume_from() is None
-    assert t.subscribed(reply(10), None) is None
+    assert t.subscribed(reply(10), None) == (None, None)
     assert t.message("c", 11) == (True, None)
     assert t.message("c", 15) == (True, Gap("c", 3, 12, 14))
     assert t.message("c", 15) == (False, None)
@@ -24,21 +24,45 @@ def test_resubscribe_recovered_unrecovered_and_new_epoch() -> None:
     t = SeqTracker()
     t.subscribed(reply(15), None)
     # History reached back: nothing missed, the replay follows.
-    assert t.subscribed(reply(20, recovered=True), 15) is None
+    assert t.subscribed(reply(20, recovered=True), 15) == (None, None)
     assert t.message("c", 16) == (True, None)
     # It did not: everything up to the reply's seq is one gap.
-    assert t.subscribed(reply(30, recovered=False, oldest_seq=25), 16) == Gap("c", 14, 17, 30)
+    assert t.subscribed(reply(30, recovered=False, oldest_seq=25), 16) == (
+        Gap("c", 14, 17, 30),
+        None,
+    )
     assert t.message("c", 31) == (True, None)
-    # A new epoch: the channel restarted from 1; no false gap, no false duplicate.
-    assert t.subscribed(reply(2, "e2", recovered=False), 31) is None
+    # A new epoch: the channel restarted from 1; no false gap, no false duplicate, one reset
+    # saying where the old history ended for us and where the new one starts.
+    gap, reset = t.subscribed(reply(2, "e2", recovered=False), 31)
+    assert gap is None
+    assert reset == Reset("c", old_epoch="e1", epoch="e2", last_seq=31, missed=None, seq=2)
     assert t.message("c", 3) == (True, None)
     assert t.resume_from() == (3, "e2")
+
+
+def test_in_band_reset_delivers_the_new_epoch_from_seq_1() -> None:
+    """`subscribed` with `reset: true`: seq 1, 2, ... of the new epoch are new, not duplicates."""
+    t = SeqTracker()
+    t.subscribed(reply(0), None)
+    for seq in range(1, 6):
+        assert t.message("c", seq) == (True, None)
+    notice = reply(0, "e2", reset=True)
+    assert t.reset(notice) == Reset("c", "e1", "e2", last_seq=5, missed=None, seq=0)
+    assert [t.message("c", seq) for seq in (1, 2, 3)] == [(True, None)] * 3
+    assert t.message("c", 5) == (True, Gap("c", 1, 4, 4))
+    assert t.resume_from() == (5, "e2")
+
+
+def test_a_reply_in_the_tracked_epoch_is_no_reset() -> None:
+    t = SeqTracker(4, "e1")
+    assert t.subscribed(reply(9, recovered=True), 4) == (None, None)
 
 
 def test_nothing_missed_on_resubscribe_is_no_gap() -> None:
     t = SeqTracker()
     t.subscribed(reply(5), None)
-    assert t.subscribed(reply(5, recovered=False), 5) is None
+    assert t.subscribed(reply(5, recovered=False), 5) == (None, None)
 
 
 def test_conflate_channels_skip_channel_wide_detection() -> None:
@@ -55,4 +79,9 @@ def test_starting_from_a_known_seq() -> None:
     assert t.resume_from() == (7, "e1")
     no_epoch = SeqTracker(7)
     assert no_epoch.resume_from() == (7, None)
-    assert no_epoch.subscribed(reply(9, "x", recovered=False), 7) == Gap("c", 2, 8, 9)
+    assert no_epoch.subscribed(reply(9, "x", recovered=False), 7) == (Gap("c", 2, 8, 9), None)
+    known = SeqTracker(7, "old")
+    assert known.subscribed(reply(9, "x", recovered=False), 7) == (
+        None,
+        Reset("c", "old", "x", last_seq=7, missed=None, seq=9),
+    )

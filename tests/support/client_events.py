@@ -10,7 +10,16 @@ from broadcaster.client import Client, Message, Subscription, connect
 
 __all__ = ["Recorder", "quick_client", "take"]
 
-EVENTS = ("connected", "disconnected", "reconnecting", "subscribed", "pause", "resume", "gap")
+EVENTS = (
+    "connected",
+    "disconnected",
+    "reconnecting",
+    "subscribed",
+    "pause",
+    "resume",
+    "gap",
+    "reset",
+)
 
 
 class Recorder:

@@ -75,3 +75,42 @@ def test_rate_capped_conflate_channel_sends_the_oldest_key_with_its_newest_value
         channel.fan_out(message(seq, key=key, created=0.01))
     sent = [flush(outbox, t) for t in (0.1, 0.25, 0.4)]
     assert sent == [[b'{"seq":4}'], [b'{"seq":6}'], [b'{"seq":5}']]
+
+
+def reset_notice() -> Message:
+    """The in-band `subscribed` with `reset: true` a broker queues when a stream was lost."""
+    payload = b'{"event":"subscribed","channel":"c","seq":0,"epoch":"e2","reset":true}'
+    return Message(channel="c", seq=0, payload=payload, frame=payload, created=0.0)
+
+
+def test_a_reset_notice_is_never_replaced_by_the_rate_cap() -> None:
+    """Between two sends the latest message replaces the pending one, never a notice queued
+    before it: the client must learn that seq starts again from 1 (issue 15)."""
+    channel, outbox, _ = setup(ChannelPolicy(), max_rate=5)
+    channel.fan_out(message(7, created=0.0))
+    assert flush(outbox, 0.0) == [b'{"seq":7}']
+    notice = reset_notice()
+    (sub,) = channel.subscriptions
+    sub.notice(notice)
+    for seq in (1, 2, 3):  # the new epoch, all within the interval
+        channel.fan_out(message(seq, created=0.05))
+    assert flush(outbox, 0.05) == []
+    assert flush(outbox, 0.2) == [notice.frame]
+    assert flush(outbox, 0.3) == []
+    assert flush(outbox, 0.4) == [b'{"seq":3}']
+    assert channel.counters.dropped[DropReason.CONFLATED] == 2, "seq 1 and 2 of the new epoch"
+
+
+def test_a_notice_keeps_older_data_on_its_side_of_the_reset() -> None:
+    """Data queued before the notice is not replaced by data after it (another epoch)."""
+    channel, outbox, _ = setup(ChannelPolicy(), max_rate=5)
+    channel.fan_out(message(7, created=0.0))
+    flush(outbox, 0.0)
+    channel.fan_out(message(8, created=0.05))
+    notice = reset_notice()
+    (sub,) = channel.subscriptions
+    sub.notice(notice)
+    channel.fan_out(message(1, created=0.06))
+    channel.fan_out(message(2, created=0.07))
+    sent = [flush(outbox, t) for t in (0.25, 0.5, 0.75, 1.0)]
+    assert sent == [[b'{"seq":8}'], [notice.frame], [b'{"seq":2}'], []]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from broadcaster.core.message import Message
 from broadcaster.core.policy import ChannelPolicy
 from broadcaster.core.strategies import DropReason, Strategy
 from tests.unit.support import Rig, data_seqs, flow_events, make_message
@@ -245,6 +246,60 @@ def test_conflate_never_conflates_preloaded_messages() -> None:
     rig.publish_keys("A")
     assert data_seqs(rig.drain()) == [1, 2]
     assert rig.sub.dropped == 0
+
+
+# --- in-band events (a stream reset) -----------------------------------------
+
+
+def reset_notice() -> Message:
+    """What a broker queues when Redis lost the channel's stream: seq starts again from 1."""
+    payload = b'{"event":"subscribed","channel":"c","seq":0,"epoch":"e2","reset":true}'
+    return Message(channel="c", seq=0, payload=payload, frame=payload, created=0.0)
+
+
+def test_a_full_drop_oldest_queue_evicts_data_around_a_notice_never_the_notice() -> None:
+    """Without the notice the client takes the new epoch's seq 1, 2... for duplicates."""
+    rig = Rig(ChannelPolicy(strategy=Strategy.DROP_OLDEST, queue_size=3))
+    rig.publish(2)
+    rig.sub.notice(reset_notice())
+    rig.seq = 0
+    rig.publish(4)  # seq 1..4 of the new epoch
+    events = [e for e in rig.drain() if e["event"] in ("message", "subscribed")]
+    assert [(e["event"], e["seq"]) for e in events] == [
+        ("subscribed", 0),
+        ("message", 3),
+        ("message", 4),
+    ]
+    assert rig.sub.dropped == 4
+
+
+def test_a_queue_holding_only_notices_drops_the_new_message() -> None:
+    rig = Rig(ChannelPolicy(strategy=Strategy.DROP_OLDEST, queue_size=1))
+    rig.sub.notice(reset_notice())
+    rig.publish(1)
+    assert [e["event"] for e in rig.drain() if e["event"] != "flow.resume"] == [
+        "flow.pause",
+        "subscribed",
+    ]
+    assert rig.sub.dropped == 1
+
+
+def test_conflation_never_crosses_a_notice() -> None:
+    """A key queued before the reset is not replaced by the same key of the new epoch (which
+    would deliver new-epoch data before the notice); after it, conflation goes on."""
+    rig = conflate_rig()
+    rig.publish_keys("A", "B", "A")
+    rig.sub.notice(reset_notice())
+    rig.seq = 0
+    rig.publish_keys("A", "A", "B")
+    events = [e for e in rig.drain() if e["event"] in ("message", "subscribed")]
+    assert [(e["event"], e["seq"], e.get("data", {}).get("key")) for e in events] == [
+        ("message", 3, "A"),
+        ("message", 2, "B"),
+        ("subscribed", 0, None),
+        ("message", 2, "A"),
+        ("message", 3, "B"),
+    ]
 
 
 # --- discard ----------------------------------------------------------------

@@ -58,7 +58,7 @@ after(async () => {
   await server.kill();
 });
 
-test("server restarted mid-stream: backoff grows with full jitter, then resubscribe, no false gap", async () => {
+test("server restarted mid-stream: backoff grows with full jitter, then resubscribe, one reset, no false gap", async () => {
   const drawn = [];
   const random = () => {
     const r = Math.random();
@@ -68,8 +68,10 @@ test("server restarted mid-stream: backoff grows with full jitter, then resubscr
   const options = { minDelay: 5, maxDelay: 40, factor: 2, random };
   const sub = client(server.url, options);
   const pub = client(server.url);
+  const first = next(sub, "subscribed", (e) => e.channel === "ticks");
   const ticks = collector(sub, "ticks");
-  await next(sub, "subscribed", (e) => e.channel === "ticks");
+  const oldEpoch = (await first).epoch;
+  const resets = record(sub, "reset");
   for (let i = 1; i <= 3; i++) assert.equal(await pub.publish("ticks", { i }), i);
   await ticks.waitFor(3);
   const gaps = record(sub, "gap");
@@ -86,6 +88,11 @@ test("server restarted mid-stream: backoff grows with full jitter, then resubscr
   await server.start();
   const reply = await back;
   assert.equal(reply.recovered, false, "a new epoch cannot recover the old one");
+  assert.deepEqual(
+    resets,
+    [{ channel: "ticks", oldEpoch, epoch: reply.epoch, lastSeq: 3, missed: null, seq: reply.seq }],
+    "the restart is reported once, with where each history stands",
+  );
 
   // Growth and jitter bounds of every chosen delay: delay = r * min(maxDelay, minDelay * 2^n).
   assert.deepEqual(

@@ -59,25 +59,42 @@ test("close codes: no reconnect after 1000 and 1008, long after 4008 1013 4029",
 test("gap accounting: exact missed counts, duplicates dropped, new epoch forgets", () => {
   const t = new SeqTracker();
   assert.equal(t.resumeFrom(), null);
-  assert.equal(t.subscribed({ channel: "c", seq: 10, epoch: "e1", strategy: "drop-oldest" }, null), null);
+  assert.deepEqual(t.subscribed({ channel: "c", seq: 10, epoch: "e1", strategy: "drop-oldest" }, null), {
+    gap: null,
+    reset: null,
+  });
   assert.deepEqual(t.message("c", 11), { deliver: true, gap: null });
   assert.deepEqual(t.message("c", 15), { deliver: true, gap: { channel: "c", missed: 3, from: 12, to: 14 } });
   assert.deepEqual(t.message("c", 15), { deliver: false, gap: null }, "a duplicate is not delivered");
   assert.deepEqual(t.resumeFrom(), { since: 15, epoch: "e1" });
 
   // Resubscribe, same epoch, history reached back: nothing missed, replay follows.
-  assert.equal(t.subscribed({ channel: "c", seq: 20, epoch: "e1", recovered: true }, 15), null);
+  assert.deepEqual(t.subscribed({ channel: "c", seq: 20, epoch: "e1", recovered: true }, 15), { gap: null, reset: null });
   assert.deepEqual(t.message("c", 16), { deliver: true, gap: null });
   // Same epoch, history did not reach back: the whole stretch is one gap.
   assert.deepEqual(t.subscribed({ channel: "c", seq: 30, epoch: "e1", recovered: false }, 16), {
-    channel: "c",
-    missed: 14,
-    from: 17,
-    to: 30,
+    gap: { channel: "c", missed: 14, from: 17, to: 30 },
+    reset: null,
   });
-  // A new epoch (restarted server): seq starts again, no false gap.
-  assert.equal(t.subscribed({ channel: "c", seq: 2, epoch: "e2", recovered: false }, 30), null);
+  // A new epoch (restarted server): seq starts again, no false gap, one reset saying where the
+  // old history ended for us (the old epoch's losses are unknown) and where the new one starts.
+  assert.deepEqual(t.subscribed({ channel: "c", seq: 2, epoch: "e2", recovered: false }, 30), {
+    gap: null,
+    reset: { channel: "c", oldEpoch: "e1", epoch: "e2", lastSeq: 30, missed: null, seq: 2 },
+  });
   assert.deepEqual(t.message("c", 3), { deliver: true, gap: null });
+  assert.deepEqual(t.resumeFrom(), { since: 3, epoch: "e2" });
+});
+
+test("in-band reset: the new epoch's seq 1, 2, ... are delivered, not taken for duplicates", () => {
+  const t = new SeqTracker();
+  t.subscribed({ channel: "c", seq: 0, epoch: "e1", strategy: "drop-oldest" }, null);
+  for (let seq = 1; seq <= 5; seq++) assert.deepEqual(t.message("c", seq), { deliver: true, gap: null });
+  const notice = { event: "subscribed", channel: "c", seq: 0, epoch: "e2", strategy: "drop-oldest", reset: true };
+  assert.deepEqual(t.reset(notice), { channel: "c", oldEpoch: "e1", epoch: "e2", lastSeq: 5, missed: null, seq: 0 });
+  for (let seq = 1; seq <= 3; seq++) assert.deepEqual(t.message("c", seq), { deliver: true, gap: null });
+  assert.deepEqual(t.message("c", 5), { deliver: true, gap: { channel: "c", missed: 1, from: 4, to: 4 } });
+  assert.deepEqual(t.resumeFrom(), { since: 5, epoch: "e2" });
 });
 
 test("gap accounting: conflate channels skip channel-wide detection; snapshots pass", () => {
@@ -95,9 +112,12 @@ test("a subscription can start from a known seq", () => {
   const noEpoch = new SeqTracker(7);
   assert.deepEqual(noEpoch.resumeFrom(), { since: 7, epoch: null });
   assert.deepEqual(noEpoch.subscribed({ channel: "c", seq: 9, epoch: "x", recovered: false }, 7), {
-    channel: "c",
-    missed: 2,
-    from: 8,
-    to: 9,
+    gap: { channel: "c", missed: 2, from: 8, to: 9 },
+    reset: null,
+  });
+  const known = new SeqTracker(7, "old");
+  assert.deepEqual(known.subscribed({ channel: "c", seq: 9, epoch: "x", recovered: false }, 7), {
+    gap: null,
+    reset: { channel: "c", oldEpoch: "old", epoch: "x", lastSeq: 7, missed: null, seq: 9 },
   });
 });
