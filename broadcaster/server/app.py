@@ -55,7 +55,7 @@ from broadcaster.security.origins import OriginPolicy
 from broadcaster.security.overload import Overload
 from broadcaster.security.tls import server_context
 from broadcaster.server.api import PublishApi
-from broadcaster.server.handshake import HandshakeGate
+from broadcaster.server.handshake import EdgeGuard, HandshakeGate
 from broadcaster.server.http import HttpEndpoints, respond
 from broadcaster.server.keepalive import Keepalive
 from broadcaster.server.monitor import Monitor
@@ -131,6 +131,7 @@ class Broadcaster:
             self.auth, has_token=bool(cfg.admin.token), open_=cfg.admin.open
         )
         self.gate = HandshakeGate(self)
+        self.edge = EdgeGuard(self)
         self.ssl: ssl.SSLContext | None = None
         self.shed = 0
         """Connections closed with 1013 by load shedding since start."""
@@ -211,8 +212,8 @@ class Broadcaster:
             ping_interval=None,
             ping_timeout=None,
             close_timeout=cfg.server.close_timeout,
-            process_request=self.http.process_request,
-            create_connection=connection_class(cfg.server.socket_send_buffer),
+            process_request=self.edge.process_request,
+            create_connection=connection_class(cfg.server.socket_send_buffer, self.edge),
             **self._tls_options(),
         )
         self._sweeper = self._loop.create_task(self._sweep(), name="slow-consumer-sweeper")
