@@ -53,6 +53,7 @@ from broadcaster.security.auth import Authenticator
 from broadcaster.security.exposure import exposure_warnings
 from broadcaster.security.origins import OriginPolicy
 from broadcaster.security.overload import Overload
+from broadcaster.security.redact import install as install_log_filter
 from broadcaster.security.tls import server_context
 from broadcaster.server.api import PublishApi
 from broadcaster.server.handshake import EdgeGuard, HandshakeGate
@@ -176,6 +177,8 @@ class Broadcaster:
             raise ServerStateError("the server is already started")
         self._loop = asyncio.get_running_loop()
         cfg = self.config
+        # Before anything logs: no credential in any log line, at any level.
+        install_log_filter((cfg.admin.token, cfg.auth.secret, *cfg.api.keys))
         if cfg.server.tls_cert:
             self.ssl = server_context(cfg.server.tls_cert, cfg.server.tls_key, source=cfg.source)
         self.started_at = self.wall_clock()
