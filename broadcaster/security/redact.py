@@ -130,9 +130,7 @@ def install(secrets: Iterable[str] = ()) -> LogFilter:
     """
     _FILTER.secrets.update(s for s in secrets if s)
     names = set(LOGGER_NAMES)
-    names.update(
-        name for name in logging.Logger.manager.loggerDict if name.startswith(_PREFIXES)
-    )
+    names.update(name for name in logging.Logger.manager.loggerDict if name.startswith(_PREFIXES))
     for name in names:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:

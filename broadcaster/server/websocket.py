@@ -96,6 +96,7 @@ class BroadcasterConnection(ServerConnection):
     _answered = False
     """The edge already answered (or refused) this request: nothing more to count or send."""
     _peer_eof = False
+    _head_too_large = False
 
     def hold(self, ticket: Releasable) -> None:
         """Keep `ticket` until the TCP connection is lost."""
@@ -114,10 +115,30 @@ class BroadcasterConnection(ServerConnection):
                 self._refuse(refusal)
 
     def _refuse(self, response: Response) -> None:
-        """Answer and close now, reading nothing more: the handshake then ends by itself."""
+        """Answer and close now: the handshake then ends by itself.
+
+        Used at accept time, when nothing of the request has been read, so the
+        connection holds nothing (a client that already sent its request may
+        see a reset instead of the answer: the price of not keeping it).
+        """
         self._answered = True
         self.transport.write(response.serialize())
         self.transport.close()
+
+    def _answer_and_discard(self, response: Response) -> None:
+        """Answer, half-close, and discard what the client still sends until it closes.
+
+        Closing with unread bytes would make the kernel reset the connection and
+        the client would never see the answer. Discarding buffers nothing; the
+        connection keeps its half-open place until it is gone, and websockets'
+        open timeout ends it if the client never closes.
+        """
+        self._answered = True
+        self.transport.write(response.serialize())
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:  # TLS: no half-close
+            self.transport.close()
 
     def _request_complete(self) -> None:
         half_open, self.half_open = self.half_open, None
@@ -178,11 +199,12 @@ class BroadcasterConnection(ServerConnection):
 
     def data_received(self, data: bytes) -> None:
         if self.request is None and self.guard is not None:
-            if self._answered and self.transport.is_closing():
-                return
+            if self._head_too_large:
+                return  # answered 431: discarded
             self._head_bytes += len(data)
             if self._head_bytes > self.guard.max_header_bytes and not self._answered:
-                self._refuse(self.guard.too_large(self))
+                self._head_too_large = True
+                self._answer_and_discard(self.guard.too_large(self))
                 return
         super().data_received(data)
         if self.half_open is not None and self.request is not None:
