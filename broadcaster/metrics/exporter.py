@@ -39,7 +39,7 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "header_size",  # a request head over max_header_bytes, or websockets' 414 / 431
     "bad_request",  # a malformed HTTP request on the WebSocket port (HTTP 400)
     "api_connections",  # an API connection over [api] max_connections (closed at accept)
-    "api_timeout",  # an API request head or body not received in time (closed / HTTP 408)
+    "api_timeout",  # an API request body not received within [api] body_timeout (HTTP 408)
 )
 
 

@@ -27,7 +27,9 @@ thousand half-sent requests would also starve the WebSocket port):
 - the request head must arrive within `header_timeout` of the connect (or of
   the previous response, on keep-alive): aiohttp's keep-alive timer, which
   closes a connection still waiting for a complete request head;
-- the body within `body_timeout` once the head arrived: 408, then close;
+- the body within `body_timeout` once the head arrived: 408, then close
+  (after discarding for up to `body_timeout` what still arrives, so the
+  client sees the 408 rather than a reset);
 - at most `max_connections` open connections: one more is closed as soon as
   it is accepted (counted as `api_connections`).
 
@@ -198,9 +200,10 @@ class PublishApi:
             # aiohttp closes a connection that has not sent a complete request
             # head this long after connecting or after its previous response.
             keepalive_timeout=self.config.header_timeout,
-            # A request answered before its body was read (401, 408, 415) is
-            # closed, not read on for seconds.
-            lingering_time=0,
+            # A request answered before its whole body arrived (401, 408, 413,
+            # 415) is read and discarded this much longer, so the client sees
+            # the answer rather than a reset; then closed. (aiohttp: 10 s.)
+            lingering_time=self.config.body_timeout,
         )
         await self._runner.setup()
         assert self._runner.server is not None
@@ -287,7 +290,10 @@ class PublishApi:
                 return await request.read()
         except ConnectionError:
             logger.debug("API client %s went away before its body arrived", request.remote)
-            raise ApiError(400, REQUEST_TIMEOUT, "the connection closed mid-body") from None
+            # Nobody reads this answer; it only ends the request without a 500.
+            raise ApiError(
+                400, ErrorCode.INVALID_MESSAGE, "the connection closed mid-body"
+            ) from None
         except TimeoutError:
             self.app.metrics.refused("api_timeout")
             raise ApiError(
