@@ -20,8 +20,9 @@ its HTTP request is still arriving (server/websocket.py calls it):
 - at accept: over the half-open caps (security/admission.py `HalfOpen`): 429
   (`ip_half_open`) or 503 (`half_open`) with Retry-After, then close;
 - as bytes arrive: a request head over `[limits] max_header_bytes`: 431
-  (`header_size`), then close; websockets' own 414 / 431 (a line over 8 KiB,
-  more than 128 headers) count as `header_size` too;
+  (`header_size`), then half-close and discard the rest until the client
+  closes (so it sees the answer); websockets' own 414 / 431 (a line over
+  8 KiB, more than 128 headers) count as `header_size` too;
 - a request websockets cannot parse, or a complete one whose target or
   headers the endpoints cannot use (not starting with one `/`, characters
   outside printable ASCII, an unparsable URL, several Host or Authorization
