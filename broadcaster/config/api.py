@@ -36,6 +36,14 @@ class ApiConfig:
     """Messages in one batch request, at most."""
     max_body_size: int = 1_048_576
     """Bytes per request body; larger requests get 413."""
+    header_timeout: float = 10.0
+    """Seconds a connection has to send a complete request head, from the time it connects
+    or its previous response was sent (so also how long an idle keep-alive connection is
+    kept); then it is closed."""
+    body_timeout: float = 10.0
+    """Seconds to receive a request's whole body once its head arrived; then 408 and close."""
+    max_connections: int = 1024
+    """Open connections to the API port; one more is closed as soon as it is accepted."""
 
 
 API_KEYS: KeyTypes = {
@@ -48,6 +56,9 @@ API_KEYS: KeyTypes = {
     "burst": (int, float),
     "max_batch": int,
     "max_body_size": int,
+    "header_timeout": (int, float),
+    "body_timeout": (int, float),
+    "max_connections": int,
 }
 
 
@@ -67,10 +78,14 @@ def api_config(values: dict[str, Any], at: Callable[[str], str]) -> ApiConfig:
                 at("keys"), "[api] keys", "a list of non-empty strings without surrounding spaces"
             )
         values["keys"] = tuple(keys)
-    if "publish_timeout" in values:
-        if not values["publish_timeout"] > 0:
-            raise fail("publish_timeout", "seconds > 0")
-        values["publish_timeout"] = float(values["publish_timeout"])
+    for key in ("publish_timeout", "header_timeout", "body_timeout"):
+        if key in values:
+            if not values[key] > 0:
+                raise fail(key, "seconds > 0")
+            values[key] = float(values[key])
+    if "max_connections" in values and values["max_connections"] < 1:
+        # No "off": without a cap, half-sent requests exhaust the process's file descriptors.
+        raise fail("max_connections", "connections >= 1")
     rate = float(values.get("rate", 0))
     if rate < 0:
         raise fail("rate", "messages per second >= 0 (0 = no limit)")

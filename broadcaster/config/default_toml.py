@@ -50,6 +50,9 @@ exempt_networks = ["127.0.0.0/8", "::1/128"]  # skip the per-address limits (a l
 max_subscriptions = 128        # per connection -> forbidden
 publish_rate = 0               # publishes per second per connection -> rate_limited, then 4029
 max_loop_lag = 1.0             # event-loop lag (s) -> HTTP 503, then shed with 1013
+max_header_bytes = 16384       # request line + headers per request -> HTTP 431
+max_half_open = 1024           # connections still sending their request, in total -> HTTP 503
+half_open_per_ip = 32          # ... per address -> HTTP 429
 
 # [auth]                       # JWTs: ?token= or the `auth` op (see docs/security.md)
 # enabled = true
@@ -65,6 +68,9 @@ port = 8766
 keys = []                      # API keys for `Authorization: apikey KEY`; empty = no auth
 publish_timeout = 5.0          # seconds to wait for room on block channels before 503
 rate = 0                       # messages per second per publisher (key or IP); 0 = unlimited
+header_timeout = 10.0          # seconds to send a request head (also the keep-alive idle time)
+body_timeout = 10.0            # seconds to send the body once the head arrived -> HTTP 408
+max_connections = 1024         # open connections to this port; more are closed at accept
 
 [sources.demo_ticker]          # built-in simulated feed
 channel = "tickers.demo"

@@ -16,7 +16,10 @@ from typing import Any
 from broadcaster.config.tables import KeyTypes
 from broadcaster.errors import ConfigError
 
-__all__ = ["LIMITS_KEYS", "LimitsConfig", "limits_config"]
+__all__ = ["LIMITS_KEYS", "MIN_HEADER_BYTES", "LimitsConfig", "limits_config"]
+
+# Below this a browser's ordinary handshake (cookies, user agent, extensions) may not fit.
+MIN_HEADER_BYTES = 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,6 +38,15 @@ class LimitsConfig:
     """Addresses the per-address limits skip (a reverse proxy on this host, tests)."""
     retry_after: float = 5.0
     """Seconds in Retry-After when a count (or overload) refuses a handshake."""
+    max_header_bytes: int = 16_384
+    """Bytes of one HTTP request head (request line and headers) on the WebSocket port; the
+    connection is answered 431 and closed as soon as more arrive (at least 1024)."""
+    max_half_open: int = 1024
+    """Connections whose HTTP request is not complete yet, server-wide; the next one is
+    answered 503 and closed when accepted."""
+    half_open_per_ip: int = 32
+    """Connections whose HTTP request is not complete yet, per client address (IPv6: per
+    /64; `exempt_networks` skip it); the next one is answered 429 and closed when accepted."""
     max_subscriptions: int = 128
     """Subscriptions per connection; the extra `subscribe` gets `forbidden`."""
     max_channels: int = 100_000
@@ -65,6 +77,9 @@ LIMITS_KEYS: KeyTypes = {
     "connection_burst": (int, float),
     "exempt_networks": list,
     "retry_after": (int, float),
+    "max_header_bytes": int,
+    "max_half_open": int,
+    "half_open_per_ip": int,
     "max_subscriptions": int,
     "max_channels": int,
     "publish_rate": (int, float),
@@ -83,9 +98,19 @@ def limits_config(values: dict[str, Any], at: Callable[[str], str]) -> LimitsCon
     def fail(key: str, expected: str) -> ConfigError:
         return ConfigError(at(key), f"[limits] {key}", expected, values[key])
 
-    for key in ("max_connections", "connections_per_ip", "max_subscriptions", "max_channels"):
+    for key in (
+        "max_connections",
+        "connections_per_ip",
+        "max_subscriptions",
+        "max_channels",
+        "max_half_open",
+        "half_open_per_ip",
+    ):
         if values.get(key, 0) < 0:
             raise fail(key, "an integer >= 0 (0 = no limit)")
+    if values.get("max_header_bytes", MIN_HEADER_BYTES) < MIN_HEADER_BYTES:
+        # No "off": websockets' own limits (8 KiB lines, 128 headers) would allow 1 MiB.
+        raise fail("max_header_bytes", f"bytes >= {MIN_HEADER_BYTES}")
     for key in ("connection_rate", "publish_rate", "max_loop_lag", "shed_after"):
         if key in values:
             if values[key] < 0:

@@ -34,6 +34,12 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "abuse",  # protocol abuse: too many invalid frames (close 1008)
     "message_size",  # a frame above max_message_size (close 1009)
     "unknown_channel",  # a channel no [channels] entry matches, strict_channels on
+    "half_open",  # over max_half_open connections still sending their request (HTTP 503)
+    "ip_half_open",  # over half_open_per_ip such connections from one address (HTTP 429)
+    "header_size",  # a request head over max_header_bytes, or websockets' 414 / 431
+    "bad_request",  # a malformed HTTP request on the WebSocket port (HTTP 400)
+    "api_connections",  # an API connection over [api] max_connections (closed at accept)
+    "api_timeout",  # an API request body not received within [api] body_timeout (HTTP 408)
 )
 
 

@@ -23,6 +23,17 @@ connection is gone, so the counts include handshakes in progress.
 
 Pure: time is an argument; the server calls `admit` from `process_request`
 and `release` from the connection's `connection_lost`.
+
+Before all that, `HalfOpen` counts the connections whose HTTP request is not
+complete yet (accepted, request line and headers still arriving), because the
+checks above can only run on a complete request: a client that sends headers
+slowly, or never finishes them, would otherwise hold a connection and its
+buffered headers for the whole open timeout without ever being counted. At
+accept time, over `half_open_per_ip` from one address: 429, reason
+`ip_half_open` (the same exemptions as above); over `max_half_open` in total:
+503, reason `half_open`. Each holds at most `max_header_bytes` of headers
+(server/websocket.py), so together they bound the memory unauthenticated
+clients can pin before any other check runs.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from broadcaster.core.token_bucket import TokenBuckets
 
@@ -38,7 +49,7 @@ if TYPE_CHECKING:
     from broadcaster.config import LimitsConfig
     from broadcaster.security.overload import Overload
 
-__all__ = ["Admission", "Refusal", "Ticket", "address_key"]
+__all__ = ["Admission", "HalfOpen", "Refusal", "Ticket", "address_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +67,17 @@ class Refusal:
         return str(max(1, math.ceil(self.retry_after)))
 
 
+class _Counted(Protocol):
+    def _release(self, key: str | None) -> None: ...
+
+
 class Ticket:
     """One admitted connection; `release` (idempotent) gives its place back."""
 
     __slots__ = ("_admission", "key")
 
-    def __init__(self, admission: Admission, key: str | None) -> None:
-        self._admission: Admission | None = admission
+    def __init__(self, admission: _Counted, key: str | None) -> None:
+        self._admission: _Counted | None = admission
         self.key = key
 
     def release(self) -> None:
@@ -86,6 +101,61 @@ def address_key(ip: str) -> tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Add
     return str(address), address
 
 
+def _exempt(
+    ip: str | None, exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> str | None:
+    """The per-address key of `ip`, or None when per-address limits do not apply to it."""
+    found = address_key(ip) if ip is not None else None
+    if found is None or any(found[1] in network for network in exempt):
+        return None
+    return found[0]
+
+
+class HalfOpen:
+    """Counts accepted connections whose HTTP request has not fully arrived yet."""
+
+    def __init__(self, limits: LimitsConfig) -> None:
+        self.limits = limits
+        self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in limits.exempt_networks)
+        self.open = 0
+        self.per_address: dict[str, int] = {}
+
+    def enter(self, ip: str | None) -> Ticket | Refusal:
+        """Count one more connection from `ip` still sending its request, or say why not."""
+        limits = self.limits
+        key = _exempt(ip, self.exempt)
+        cap = limits.half_open_per_ip
+        if key is not None and cap and self.per_address.get(key, 0) >= cap:
+            return Refusal(
+                429,
+                "ip_half_open",
+                limits.retry_after,
+                f"too many connections from your address are still sending their request "
+                f"(at most {cap}); finish a request before opening more connections",
+            )
+        if limits.max_half_open and self.open >= limits.max_half_open:
+            return Refusal(
+                503,
+                "half_open",
+                limits.retry_after,
+                f"the server has {limits.max_half_open} connections still sending their "
+                "request; try again later",
+            )
+        self.open += 1
+        if key is not None:
+            self.per_address[key] = self.per_address.get(key, 0) + 1
+        return Ticket(self, key)
+
+    def _release(self, key: str | None) -> None:
+        self.open -= 1
+        if key is not None:
+            left = self.per_address[key] - 1
+            if left:
+                self.per_address[key] = left
+            else:
+                del self.per_address[key]
+
+
 class Admission:
     """Counts open connections (total and per address) and per-address handshake rates."""
 
@@ -106,10 +176,7 @@ class Admission:
     def admit(self, ip: str | None, now: float) -> Ticket | Refusal:
         """Admit one more connection from `ip` at `now`, or say why not."""
         limits = self.limits
-        key: str | None = None
-        found = address_key(ip) if ip is not None else None
-        if found is not None and not any(found[1] in network for network in self.exempt):
-            key = found[0]
+        key = _exempt(ip, self.exempt)
         if key is not None:
             if self.rates is not None:
                 wait = self.rates.take(key, now)

@@ -19,10 +19,27 @@ The backpressure rules of the WebSocket edge hold here too, in HTTP's words:
 Every error body is `{"error": CODE, "message": TEXT}`, plus `retry_after`
 (seconds) where the status has a Retry-After, and for batches `index` (the
 item at fault) and `seqs` (the items published before it).
+
+The port is public-facing, so it bounds what a client that sends slowly can
+hold (a connection, a file descriptor: at the default open-file limit, a
+thousand half-sent requests would also starve the WebSocket port):
+
+- the request head must arrive within `header_timeout` of the connect (or of
+  the previous response, on keep-alive): aiohttp's keep-alive timer, which
+  closes a connection still waiting for a complete request head;
+- the body within `body_timeout` once the head arrived: 408, then close
+  (after discarding for up to `body_timeout` what still arrives, so the
+  client sees the 408 rather than a reset);
+- at most `max_connections` open connections: one more is closed as soon as
+  it is accepted (counted as `api_connections`).
+
+A client that goes away mid-request is its own business: one DEBUG line, no
+traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -58,6 +75,8 @@ AUTH_SCHEME = "apikey"
 UNAUTHORIZED = "unauthorized"
 # Seconds a client is told to wait when the server is shutting down.
 STOPPING_RETRY_AFTER = 1.0
+# Not a PROTOCOL.md code: the body did not arrive within [api] body_timeout.
+REQUEST_TIMEOUT = "request_timeout"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -130,6 +149,29 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return _json(exc.status, {"error": code, "message": message}, headers)
 
 
+class _ConnectionCap:
+    """Closes API connections beyond `cap` the moment they are accepted.
+
+    aiohttp has no connection limit; its `Server` is told of every connection
+    (`connection_made`) before the connection reads anything, which is where
+    the count is exact even when many are accepted in one loop iteration.
+    """
+
+    def __init__(self, server: web.Server, cap: int, refused: Callable[[], None]) -> None:
+        self.server = server
+        self.cap = cap
+        self.refused = refused
+        self._made = server.connection_made
+        server.connection_made = self.connection_made  # type: ignore[method-assign]
+
+    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
+        self._made(handler, transport)
+        if len(self.server.connections) > self.cap:
+            self.refused()
+            # Not at once: the handler's task must start before the connection is lost.
+            asyncio.get_running_loop().call_soon(transport.close)
+
+
 class PublishApi:
     """Serves `POST /api/publish` for one `Broadcaster` on `[api] host`:`port`."""
 
@@ -154,9 +196,22 @@ class PublishApi:
             # One log line per publish would cost more than the publish.
             access_log=None,
             # In-flight publishes end by themselves within publish_timeout.
-            shutdown_timeout=self.config.publish_timeout + 1.0,
+            shutdown_timeout=self.config.publish_timeout + self.config.body_timeout + 1.0,
+            # aiohttp closes a connection that has not sent a complete request
+            # head this long after connecting or after its previous response.
+            keepalive_timeout=self.config.header_timeout,
+            # A request answered before its whole body arrived (401, 408, 413,
+            # 415) is read and discarded this much longer, so the client sees
+            # the answer rather than a reset; then closed. (aiohttp: 10 s.)
+            lingering_time=self.config.body_timeout,
         )
         await self._runner.setup()
+        assert self._runner.server is not None
+        _ConnectionCap(
+            self._runner.server,
+            self.config.max_connections,
+            lambda: self.app.metrics.refused("api_connections"),
+        )
         # The WebSocket port's TLS context (`[server] tls_cert`) serves this port too.
         self._site = web.TCPSite(
             self._runner, self.config.host, self.config.port, ssl_context=self.app.ssl
@@ -205,7 +260,7 @@ class PublishApi:
                 ErrorCode.INVALID_MESSAGE,
                 "send the body as Content-Type: application/json (curl --json '...' does)",
             )
-        body = await request.read()
+        body = await self._read_body(request)
         parsed = parse_publish_body(
             body, policies=self.app.config.policies, max_batch=self.config.max_batch
         )
@@ -227,6 +282,27 @@ class PublishApi:
         if parsed.batch:
             return _json(200, {"seqs": seqs})
         return _json(200, {"seq": seqs[0]})
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The whole body within `body_timeout`, or 408 (then the connection is closed)."""
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                return await request.read()
+        except ConnectionError:
+            logger.debug("API client %s went away before its body arrived", request.remote)
+            # Nobody reads this answer; it only ends the request without a 500.
+            raise ApiError(
+                400, ErrorCode.INVALID_MESSAGE, "the connection closed mid-body"
+            ) from None
+        except TimeoutError:
+            self.app.metrics.refused("api_timeout")
+            raise ApiError(
+                408,
+                REQUEST_TIMEOUT,
+                f"the request body did not arrive within {self.config.body_timeout:g} s "
+                "([api] body_timeout); send it whole, at once",
+                headers={"Connection": "close"},
+            ) from None
 
     def _authenticate(self, request: web.Request) -> tuple[str, object]:
         """The publisher's identity for rate limiting; 401 without a valid key when keys exist."""

@@ -53,9 +53,10 @@ from broadcaster.security.auth import Authenticator
 from broadcaster.security.exposure import exposure_warnings
 from broadcaster.security.origins import OriginPolicy
 from broadcaster.security.overload import Overload
+from broadcaster.security.redact import install as install_log_filter
 from broadcaster.security.tls import server_context
 from broadcaster.server.api import PublishApi
-from broadcaster.server.handshake import HandshakeGate
+from broadcaster.server.handshake import EdgeGuard, HandshakeGate
 from broadcaster.server.http import HttpEndpoints, respond
 from broadcaster.server.keepalive import Keepalive
 from broadcaster.server.monitor import Monitor
@@ -131,6 +132,7 @@ class Broadcaster:
             self.auth, has_token=bool(cfg.admin.token), open_=cfg.admin.open
         )
         self.gate = HandshakeGate(self)
+        self.edge = EdgeGuard(self)
         self.ssl: ssl.SSLContext | None = None
         self.shed = 0
         """Connections closed with 1013 by load shedding since start."""
@@ -175,6 +177,8 @@ class Broadcaster:
             raise ServerStateError("the server is already started")
         self._loop = asyncio.get_running_loop()
         cfg = self.config
+        # Before anything logs: no credential in any log line, at any level.
+        install_log_filter((cfg.admin.token, cfg.auth.secret, *cfg.api.keys))
         if cfg.server.tls_cert:
             self.ssl = server_context(cfg.server.tls_cert, cfg.server.tls_key, source=cfg.source)
         self.started_at = self.wall_clock()
@@ -211,8 +215,8 @@ class Broadcaster:
             ping_interval=None,
             ping_timeout=None,
             close_timeout=cfg.server.close_timeout,
-            process_request=self.http.process_request,
-            create_connection=connection_class(cfg.server.socket_send_buffer),
+            process_request=self.edge.process_request,
+            create_connection=connection_class(cfg.server.socket_send_buffer, self.edge),
             **self._tls_options(),
         )
         self._sweeper = self._loop.create_task(self._sweep(), name="slow-consumer-sweeper")

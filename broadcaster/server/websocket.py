@@ -11,7 +11,14 @@ Three things are added to `ServerConnection`, nothing is parsed by hand:
   session that owns the connection;
 - the admission ticket of the handshake (server/handshake.py) is held by the
   connection and released when the TCP connection is lost, so the
-  connection counts stay right even for handshakes that never complete.
+  connection counts stay right even for handshakes that never complete;
+- until its HTTP request is complete, the connection answers to the edge's
+  `RequestGuard` (server/handshake.py): counted as half-open from the moment
+  it is accepted (refused there when over the caps), its request head capped
+  at `max_header_bytes` as the bytes arrive (431), and a request websockets
+  cannot parse answered 400 (websockets itself would only close) and counted.
+  websockets still parses everything; the guard only counts bytes and reads
+  `protocol.handshake_exc`.
 
 `frame_text` builds a server-to-client text frame with websockets' own frame
 serializer; server frames are unmasked and compression is off, so the same
@@ -27,9 +34,10 @@ from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import OPEN
 
-__all__ = ["BroadcasterConnection", "ConnectionEvents", "frame_text"]
+__all__ = ["BroadcasterConnection", "ConnectionEvents", "RequestGuard", "frame_text"]
 
 
 def frame_text(payload: bytes) -> bytes:
@@ -53,14 +61,42 @@ class Releasable(Protocol):
     def release(self) -> None: ...
 
 
+class RequestGuard(Protocol):
+    """The edge's decisions on a connection whose HTTP request is not complete yet."""
+
+    max_header_bytes: int
+
+    def accepted(self, connection: BroadcasterConnection) -> Response | None:
+        """None to read the request (holding a half-open ticket), or the refusal to send."""
+        ...
+
+    def too_large(self, connection: BroadcasterConnection) -> Response:
+        """The answer to a request head over `max_header_bytes` (counted)."""
+        ...
+
+    def unparsable(self, connection: BroadcasterConnection, exc: Exception) -> Response | None:
+        """Count a request websockets could not parse; the answer to send, or None when
+        websockets already sent one (414, 431)."""
+        ...
+
+
 class BroadcasterConnection(ServerConnection):
     """A server connection that caps its socket buffer and reports transport events."""
 
     send_buffer: int = 0
     """SO_SNDBUF in bytes for accepted sockets (0 leaves the kernel's autotuning)."""
+    guard: RequestGuard | None = None
+    """Caps and answers before the request is complete (None: websockets' defaults only)."""
 
     session: ConnectionEvents | None = None
     ticket: Releasable | None = None
+    half_open: Releasable | None = None
+    """Held from accept until the HTTP request is complete (or the connection lost)."""
+    _head_bytes = 0
+    _answered = False
+    """The edge already answered (or refused) this request: nothing more to count or send."""
+    _peer_eof = False
+    _head_too_large = False
 
     def hold(self, ticket: Releasable) -> None:
         """Keep `ticket` until the TCP connection is lost."""
@@ -73,6 +109,59 @@ class BroadcasterConnection(ServerConnection):
                 with contextlib.suppress(OSError):  # a platform without the option
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         super().connection_made(transport)
+        if self.guard is not None:
+            refusal = self.guard.accepted(self)
+            if refusal is not None:
+                self._refuse(refusal)
+
+    def _refuse(self, response: Response) -> None:
+        """Answer and close now: the handshake then ends by itself.
+
+        Used at accept time, when nothing of the request has been read, so the
+        connection holds nothing (a client that already sent its request may
+        see a reset instead of the answer: the price of not keeping it).
+        """
+        self._answered = True
+        self.transport.write(response.serialize())
+        self.transport.close()
+
+    def _answer_and_discard(self, response: Response) -> None:
+        """Answer, half-close, and discard what the client still sends until it closes.
+
+        Closing with unread bytes would make the kernel reset the connection and
+        the client would never see the answer. Discarding buffers nothing; the
+        connection keeps its half-open place until it is gone, and websockets'
+        open timeout ends it if the client never closes.
+        """
+        self._answered = True
+        self.transport.write(response.serialize())
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:  # TLS: no half-close
+            self.transport.close()
+
+    def _request_complete(self) -> None:
+        half_open, self.half_open = self.half_open, None
+        if half_open is not None:
+            half_open.release()
+
+    def send_data(self) -> None:
+        # websockets reports a request it could not parse only by half-closing
+        # (or with its own 414 / 431): answer and count it before that EOF goes out.
+        guard = self.guard
+        if (
+            guard is not None
+            and self.request is None
+            and not self._answered
+            and self.protocol.handshake_exc is not None
+        ):
+            self._answered = True
+            # A client that closed mid-request (a port check) is not refused: it left.
+            if not self._peer_eof:
+                response = guard.unparsable(self, self.protocol.handshake_exc)
+                if response is not None:
+                    self.transport.write(response.serialize())
+        super().send_data()
 
     _empty_pause = False
 
@@ -100,6 +189,7 @@ class BroadcasterConnection(ServerConnection):
             self.session.transport_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._request_complete()
         ticket, self.ticket = self.ticket, None
         if ticket is not None:
             ticket.release()
@@ -108,7 +198,17 @@ class BroadcasterConnection(ServerConnection):
             self.session.connection_lost()
 
     def data_received(self, data: bytes) -> None:
+        if self.request is None and self.guard is not None:
+            if self._head_too_large:
+                return  # answered 431: discarded
+            self._head_bytes += len(data)
+            if self._head_bytes > self.guard.max_header_bytes and not self._answered:
+                self._head_too_large = True
+                self._answer_and_discard(self.guard.too_large(self))
+                return
         super().data_received(data)
+        if self.half_open is not None and self.request is not None:
+            self._request_complete()
         # A close frame from the client ends the OPEN state here: the session
         # must not write data frames after websockets answered it.
         if self.session is not None and self.protocol.state is not OPEN:
@@ -117,15 +217,20 @@ class BroadcasterConnection(ServerConnection):
     def eof_received(self) -> None:
         # A half-close from the client ends the connection: websockets answers
         # with its own EOF, after which nothing may be written.
+        self._peer_eof = True
         super().eof_received()
         if self.session is not None and self.protocol.state is not OPEN:
             self.session.closing_handshake()
 
 
-def connection_class(send_buffer: int) -> type[BroadcasterConnection]:
-    """A connection class bound to one server's SO_SNDBUF setting."""
+def connection_class(
+    send_buffer: int, guard: RequestGuard | None = None
+) -> type[BroadcasterConnection]:
+    """A connection class bound to one server's SO_SNDBUF setting and request guard."""
     return type(
-        "BoundBroadcasterConnection", (BroadcasterConnection,), {"send_buffer": send_buffer}
+        "BoundBroadcasterConnection",
+        (BroadcasterConnection,),
+        {"send_buffer": send_buffer, "guard": guard},
     )
 
 

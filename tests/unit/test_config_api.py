@@ -65,6 +65,9 @@ def test_keys_never_show_in_repr() -> None:
         ("[api]\nrate = -1\n", "[api] rate", "messages per second >= 0"),
         ("[api]\nburst = 0\n", "[api] burst", "messages >= 1"),
         ("[api]\nmax_batch = 0\n", "[api] max_batch", "messages >= 1"),
+        ("[api]\nheader_timeout = 0\n", "[api] header_timeout", "seconds > 0"),
+        ("[api]\nbody_timeout = -1\n", "[api] body_timeout", "seconds > 0"),
+        ("[api]\nmax_connections = 0\n", "[api] max_connections", "connections >= 1"),
         ("[api]\nlisten = 1\n", "[api] listen", "one of the known keys"),
     ],
 )

@@ -16,7 +16,7 @@ from broadcaster.config import AuthConfig, Config, LimitsConfig
 from broadcaster.core.policy import Access, ChannelPolicy
 from broadcaster.security.access import refuse_publish, refuse_subscribe, refuse_system_subscribe
 from broadcaster.security.admin import AdminGate, is_loopback
-from broadcaster.security.admission import Admission, Refusal, Ticket, address_key
+from broadcaster.security.admission import Admission, HalfOpen, Refusal, Ticket, address_key
 from broadcaster.security.auth import Authenticator, Grant, TokenRejected
 from broadcaster.security.exposure import exposure_warnings
 from broadcaster.security.origins import OriginPolicy, origin_entry_problem
@@ -126,6 +126,34 @@ def test_exempt_networks_skip_per_address_limits_not_server_wide_ones() -> None:
     assert isinstance(full, Refusal)
     assert (full.status, full.reason) == (503, "connections")
     assert gate.open == 3
+
+
+def test_half_open_connections_per_address_and_in_total() -> None:
+    """Connections still sending their request: 429 per address, 503 in total, exemptions
+    skip the per-address cap only, and a completed request gives its place back."""
+    limits = LimitsConfig(
+        exempt_networks=("10.0.0.0/8",), half_open_per_ip=2, max_half_open=4, retry_after=3.0
+    )
+    gate = HalfOpen(limits)
+    first = gate.enter("192.0.2.1")
+    assert isinstance(first, Ticket)
+    assert isinstance(gate.enter("192.0.2.1"), Ticket)
+    refused = gate.enter("192.0.2.1")
+    assert isinstance(refused, Refusal)
+    assert (refused.status, refused.reason, refused.retry_after_header) == (
+        429,
+        "ip_half_open",
+        "3",
+    )
+    assert isinstance(gate.enter("10.0.0.1"), Ticket), "exempt from the per-address cap"
+    assert isinstance(gate.enter("10.0.0.1"), Ticket)
+    full = gate.enter("10.0.0.1")
+    assert isinstance(full, Refusal)
+    assert (full.status, full.reason) == (503, "half_open")
+    first.release()
+    first.release()  # idempotent
+    assert (gate.open, gate.per_address) == (3, {"192.0.2.1": 1})
+    assert isinstance(gate.enter("192.0.2.1"), Ticket)
 
 
 def test_overload_refuses_with_503_while_the_lag_is_high() -> None:

@@ -139,6 +139,9 @@ def test_tls_files(tmp_path: Path) -> None:
         ({"limits": {"exempt_networks": ["lan"]}}, "[limits] exempt_networks", "networks"),
         ({"limits": {"rate_limit_strikes": 0}}, "[limits] rate_limit_strikes", ">= 1"),
         ({"limits": {"retry_after": 0}}, "[limits] retry_after", "> 0"),
+        ({"limits": {"max_header_bytes": 100}}, "[limits] max_header_bytes", ">= 1024"),
+        ({"limits": {"max_half_open": -1}}, "[limits] max_half_open", ">= 0"),
+        ({"limits": {"half_open_per_ip": -1}}, "[limits] half_open_per_ip", ">= 0"),
         ({"defaults": {"publish": "everyone"}}, "[defaults] publish", '"anyone"'),
         ({"defaults": {"subscribe": "token"}}, "[defaults] subscribe", "[auth] enabled"),
         (
