@@ -399,6 +399,9 @@ class Broadcaster:
                 s.outbox.depth for s in self.sessions.values()
             ):
                 await asyncio.sleep(0.02)
+        # Refused before the closes below make room: a waiting publisher learns
+        # its message was not published, instead of it going out to nobody.
+        self.rooms.refuse_all()
         for session in list(self.sessions.values()):
             behind = session.outbox.depth > 0
             session.close(
@@ -407,7 +410,6 @@ class Broadcaster:
                 flush=not behind,
                 linger=server_cfg.shutdown_timeout if behind else 0.0,
             )
-        self.rooms.refuse_all()
 
     async def _close_server(self, server: Server) -> None:
         """Close the WebSocket server once its connections have closed (bounded)."""
@@ -521,6 +523,7 @@ class Broadcaster:
         self.hub.add_outbox(session.outbox)
         session.authenticate_handshake()
         await session.run()
+        await session.linger()
 
     def forget(self, session: ClientSession) -> None:
         self.sessions.pop(session.id, None)

@@ -110,6 +110,7 @@ class ClientSession:
         self.last_ping = self.connected_mono
         self._ping: bytes | None = None
         self._lost = False
+        self._lingering = False
         self.grant: Grant | None = None
         """What this connection's token allows (None: no token)."""
         self._expiry: asyncio.TimerHandle | None = None
@@ -196,7 +197,18 @@ class ClientSession:
         finally:
             # The TCP connection may outlive the read loop (a close handshake in
             # progress, an abort pending): free what was held, keep the abort timer.
+            self._run_task = None
             self._release()
+
+    async def linger(self) -> None:
+        """Wait for the end of a lingering close (`close(linger=...)`; bounded by its abort).
+
+        The connection handler calls this after `run()`: websockets aborts a
+        connection `close_timeout` after its handler returns, which would cut
+        off a slow client still reading towards its close frame.
+        """
+        if self._lingering:
+            await self.ws.wait_closed()
 
     async def handle(self, frame: str | bytes) -> None:
         op = parse_op(frame)
@@ -521,6 +533,7 @@ class ClientSession:
                 logger.debug("could not send close frame to %s", self.remote, exc_info=True)
         timeout = self.app.config.server.close_timeout
         if linger > 0:
+            self._lingering = True
             self._abort_handle = self.loop.call_later(
                 timeout, self._abort_if_stalled, self._unsent(), self.loop.time() + linger
             )

@@ -9,7 +9,6 @@ still happens afterwards, and that the failure is counted in /stats and
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
