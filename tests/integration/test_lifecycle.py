@@ -23,7 +23,7 @@ slow_consumer_timeout = 60.0
 
 
 def other_tasks() -> set[asyncio.Task[object]]:
-    return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+    return asyncio.all_tasks() - {asyncio.current_task()}
 
 
 def redis_clients(redis: RedisServer) -> int:
