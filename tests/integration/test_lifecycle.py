@@ -12,7 +12,7 @@ from broadcaster.errors import BrokerUnavailable, ChannelBlocked
 from broadcaster.server.app import Broadcaster
 from tests.conftest import ConnectRaw, StartServer
 from tests.support.redis_server import RedisServer, redis_toml
-from tests.support.servers import TEST_SERVER_TOML, server_config, wait_until
+from tests.support.servers import TEST_SERVER_TOML, free_port, server_config, wait_until
 
 BLOCK_CHANNEL = """
 [channels."orders"]
@@ -99,3 +99,23 @@ async def test_publishers_waiting_on_a_block_channel_are_refused_when_the_server
     for task in waiting:
         with pytest.raises(BrokerUnavailable, match="the server is stopping"):
             await task
+
+
+async def test_start_with_the_api_port_taken_closes_the_websocket_port_again() -> None:
+    """A start that fails at its last steps (the HTTP API's port in use) also closes the
+    WebSocket port it had bound and stops its loops: the port can be bound again at once."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        api_port = taken.getsockname()[1]
+        ws_port = free_port()
+        server_toml = TEST_SERVER_TOML.replace("port = 0", f"port = {ws_port}")
+        api_toml = f"[api]\nenabled = true\nport = {api_port}\n"
+        config = parse_config(server_config(api_toml, server_toml), source="<test config>")
+        server = Broadcaster(config)
+        with pytest.raises(OSError, match="address already in use"):
+            await server.start()
+    assert other_tasks() == set(), "the loops and the WebSocket server's tasks were stopped"
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", ws_port))  # raises if the WebSocket port were still bound
+    await asyncio.wait_for(server.stop(), 10)
