@@ -55,6 +55,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "broadcaster_refusals",
     "broadcaster_broker_up",
     "broadcaster_breaker_state",
+    "broadcaster_loop_errors",
 )
 
 
@@ -123,12 +124,16 @@ class BroadcasterCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples: lets the registry refuse a name clash at start."""
-        return list(self._families({}, connections=0, lag=0.0, up=None, breaker=None))
+        return list(
+            self._families({}, connections=0, lag=0.0, up=None, breaker=None, loop_errors={})
+        )
 
     def collect(self) -> Iterable[Metric]:
         app = self._app
         if not app.started:
-            return list(self._families({}, connections=0, lag=0.0, up=None, breaker=None))
+            return list(
+                self._families({}, connections=0, lag=0.0, up=None, breaker=None, loop_errors={})
+            )
         status = app.broker.status()
         return list(
             self._families(
@@ -137,6 +142,7 @@ class BroadcasterCollector(Collector):
                 lag=app.monitor.loop_lag,
                 up=status.up,
                 breaker=BREAKER_STATES.get(status.breaker, BREAKER_STATES["open"]),
+                loop_errors={name: guard.errors for name, guard in app.loops.guards.items()},
             )
         )
 
@@ -148,6 +154,7 @@ class BroadcasterCollector(Collector):
         lag: float,
         up: bool | None,
         breaker: int | None,
+        loop_errors: Mapping[str, int],
     ) -> Iterator[Metric]:
         items = sorted(totals.items())
         yield GaugeMetricFamily(
@@ -220,3 +227,11 @@ class BroadcasterCollector(Collector):
             breaker_state.add_metric([], breaker)
         yield broker_up
         yield breaker_state
+        errors = CounterMetricFamily(
+            "broadcaster_loop_errors",
+            "Failed iterations of a background loop, which went on (server/loops.py).",
+            labels=["loop"],
+        )
+        for loop, count in sorted(loop_errors.items()):
+            errors.add_metric([loop], count)
+        yield errors

@@ -6,15 +6,17 @@ the server inside an existing asyncio application::
     async with Broadcaster(Config.build(server={"port": 8765})) as server:
         await server.publish("tickers.demo", {"symbol": "AAPL", "price": 189.2})
 
-Every task it starts (the WebSocket server's, the sweeper, the sources, the
-HTTP publish API) is ended by `stop()`, so an application that stops it
-leaves nothing behind on its loop.
+Every task it starts (the WebSocket server's, the broker's, the guarded
+loops of server/loops.py, the sources, the HTTP publish API) is ended by
+`stop()`, so an application that stops it leaves nothing behind on its loop;
+a `start()` that fails ends what it had started before raising.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import http
 import itertools
 import logging
@@ -56,9 +58,11 @@ from broadcaster.security.overload import Overload
 from broadcaster.security.redact import install as install_log_filter
 from broadcaster.security.tls import server_context
 from broadcaster.server.api import PublishApi
+from broadcaster.server.faults import FaultHook
 from broadcaster.server.handshake import EdgeGuard, HandshakeGate
 from broadcaster.server.http import HttpEndpoints, respond
 from broadcaster.server.keepalive import Keepalive
+from broadcaster.server.loops import LoopGuard, Loops
 from broadcaster.server.monitor import Monitor
 from broadcaster.server.rates import RateWindow
 from broadcaster.server.room import RoomWaiters
@@ -85,6 +89,16 @@ RECENT_SLOW_CONSUMERS = 20
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
+class Phase(enum.Enum):
+    """Where a server is in its life; `start()` and `stop()` change it."""
+
+    NEW = "new"  # never started, or a start that failed and undid itself
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
 class BlockedPublisher(Protocol):
     """A publisher that wants to hear when its publish waits on a full `block` channel."""
 
@@ -98,11 +112,16 @@ class Broadcaster:
 
     `registry` is the prometheus-client registry its metrics go to (a new
     one by default, never the global one: two servers in one process keep
-    separate metrics); GET /metrics serves it.
+    separate metrics); GET /metrics serves it. `fault_hook` is for tests
+    only (server/faults.py): it makes a named background loop fail.
     """
 
     def __init__(
-        self, config: Config | None = None, *, registry: CollectorRegistry | None = None
+        self,
+        config: Config | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        fault_hook: FaultHook | None = None,
     ) -> None:
         self.config = config if config is not None else Config()
         self.framer: Callable[[bytes], bytes] = frame_text
@@ -110,8 +129,11 @@ class Broadcaster:
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self.api: PublishApi | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-        self._stopping = False
+        self.phase = Phase.NEW
+        self._fault_hook = fault_hook
+        self.loops = Loops(fault_hook)
+        """The background loops' guards: their errors and state (/stats, /metrics, /healthz)."""
+        self._teardown: contextlib.AsyncExitStack | None = None
         self._stopped = asyncio.Event()
         self.started_at = 0.0
         self.started_mono = 0.0
@@ -172,9 +194,36 @@ class Broadcaster:
         return self.api.url
 
     async def start(self) -> None:
-        """Bind the port, start the broker, the writer, the sweeper and the sources."""
-        if self._server is not None:
-            raise ServerStateError("the server is already started")
+        """Start the broker, bind the port, start the loops, the HTTP API and the sources.
+
+        If a step fails (the port is taken, the broker refuses), what the
+        earlier steps started is stopped again, newest first, and the
+        step's own error is raised: nothing is left running, `stop()`
+        returns at once, and `start()` may be called again.
+        """
+        if self.phase is not Phase.NEW:
+            raise ServerStateError(
+                f"the server is already {self.phase.value}; a Broadcaster starts once "
+                "(create a new one to start again)"
+            )
+        self.phase = Phase.STARTING
+        teardown = contextlib.AsyncExitStack()
+        try:
+            await self._start(teardown)
+        except BaseException:
+            try:
+                await teardown.aclose()
+            except Exception:  # the caller must see why the start failed, not this
+                logger.exception("stopping what a failed start had started also failed")
+            self._server = None
+            self.api = None
+            self.phase = Phase.NEW
+            raise
+        self._teardown = teardown
+        self.phase = Phase.RUNNING
+
+    async def _start(self, teardown: contextlib.AsyncExitStack) -> None:
+        """The steps of start(); each pushes onto `teardown` how to undo it, right after it."""
         self._loop = asyncio.get_running_loop()
         cfg = self.config
         # Before anything logs: no credential in any log line, at any level.
@@ -183,7 +232,8 @@ class Broadcaster:
             self.ssl = server_context(cfg.server.tls_cert, cfg.server.tls_key, source=cfg.source)
         self.started_at = self.wall_clock()
         self.started_mono = self._loop.time()
-        self.scheduler = FlushScheduler(self._loop)
+        self.loops = Loops(self._fault_hook)
+        self.scheduler = FlushScheduler(self._loop, self.loops.guard("flush"))
         self.rooms = RoomWaiters(self._loop)
         self.factory = MessageFactory(self.framer, self._loop.time)
         self.hub = Hub(
@@ -198,6 +248,7 @@ class Broadcaster:
         )
         self.broker: Broker = self._make_broker()
         await self.broker.start()
+        teardown.push_async_callback(self.broker.stop)
         self.http = HttpEndpoints(self)
         self.http.add_route("/metrics", self._metrics_page, admin=True)
         self.monitor = Monitor(self, interval=cfg.server.stats_interval)
@@ -219,19 +270,20 @@ class Broadcaster:
             create_connection=connection_class(cfg.server.socket_send_buffer, self.edge),
             **self._tls_options(),
         )
-        self._sweeper = self._loop.create_task(self._sweep(), name="slow-consumer-sweeper")
-        self.monitor.start()
+        teardown.push_async_callback(self._close_server, self._server)
+        teardown.push_async_callback(self.loops.stop)
+        self.loops.start("sweep", self._sweep)
+        self.monitor.start(self.loops)
         self.keepalive = Keepalive(self, cfg.server.ping_interval)
-        self.keepalive.start()
+        self.keepalive.start(self.loops)
+        # Stopped before the loops: the sweeper keeps cutting off slow consumers while draining.
+        teardown.push_async_callback(self._close_connections)
         if cfg.api.enabled:
-            self.api = PublishApi(self, cfg.api)
-            try:
-                await self.api.start()
-            except BaseException:
-                # The API port is taken (or similar): release what is already running.
-                self.api = None
-                await self.stop()
-                raise
+            api = PublishApi(self, cfg.api)
+            await api.start()
+            self.api = api
+            teardown.push_async_callback(api.stop)
+        teardown.push_async_callback(self.sources.stop)
         for source, kind in sources:
             self.sources.start(source, kind)
         logger.info("%s", self.http.startup_line())
@@ -305,40 +357,74 @@ class Broadcaster:
         )
 
     async def stop(self) -> None:
-        """Stop accepting, drain queues up to shutdown_timeout, close everyone with 1001."""
-        if self._server is None or self._stopping:
+        """Stop accepting, drain queues up to shutdown_timeout, close everyone with 1001.
+
+        Idempotent: a second call waits for the first to finish; without a
+        successful start() it returns at once (a failed start stopped what
+        it had started itself).
+        """
+        if self.phase is Phase.STARTING:
+            raise ServerStateError("stop() was called while start() runs; await start() first")
+        if self.phase is Phase.STOPPING:
             await self._stopped.wait()
             return
-        self._stopping = True
-        server = self._server
-        server.server.close()  # stop accepting; pending handshakes get 503
-        if self.api is not None:
-            await self.api.stop()
-        await self.sources.stop()
-        deadline = self._loop.time() + self.config.server.shutdown_timeout
-        # Polled rather than signalled: a notification would cost the hot path
-        # a check on every flush for an event that happens once per process.
-        while self._loop.time() < deadline and any(  # noqa: ASYNC110
-            s.outbox.depth for s in self.sessions.values()
-        ):
-            await asyncio.sleep(0.02)
-        for session in list(self.sessions.values()):
-            session.close(CloseCode.GOING_AWAY, "server shutting down")
-        self.rooms.cancel_all()
-        await self.monitor.stop()
-        await self.keepalive.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        server.close(close_connections=False)
+        teardown = self._teardown
+        if self.phase is not Phase.RUNNING or teardown is None:
+            return
+        self.phase = Phase.STOPPING
+        self._teardown = None
+        if self._server is not None:
+            self._server.server.close()  # stop accepting; pending handshakes get 503
         try:
-            await asyncio.wait_for(server.wait_closed(), self.config.server.close_timeout + 1.0)
+            # Newest first: sources, the HTTP API, the connections (drained,
+            # then 1001), the loops, the WebSocket server, the broker.
+            await teardown.aclose()
+        finally:
+            self.phase = Phase.STOPPED
+            self._stopped.set()
+        logger.info("broadcaster stopped")
+
+    async def _close_connections(self) -> None:
+        """Drain the queues (when stopping, not when a start failed), then close with 1001.
+
+        A client still behind at the end of the drain (one that reads, but
+        slowly) has its queue dropped: only what its socket already holds
+        goes out before the close frame. It is then given as long as it
+        keeps taking bytes, up to another `shutdown_timeout`, to read its
+        close frame (server/session.py `close(linger=...)`); one that
+        stopped reading is aborted after `close_timeout`.
+        """
+        server_cfg = self.config.server
+        if self.phase is Phase.STOPPING:
+            deadline = self._loop.time() + server_cfg.shutdown_timeout
+            # Polled rather than signalled: a notification would cost the hot path
+            # a check on every flush for an event that happens once per process.
+            while self._loop.time() < deadline and any(  # noqa: ASYNC110
+                s.outbox.depth for s in self.sessions.values()
+            ):
+                await asyncio.sleep(0.02)
+        # Refused before the closes below make room: a waiting publisher learns
+        # its message was not published, instead of it going out to nobody.
+        self.rooms.refuse_all()
+        for session in list(self.sessions.values()):
+            behind = session.outbox.depth > 0
+            session.close(
+                CloseCode.GOING_AWAY,
+                "server shutting down",
+                flush=not behind,
+                linger=server_cfg.shutdown_timeout if behind else 0.0,
+            )
+
+    async def _close_server(self, server: Server) -> None:
+        """Close the WebSocket server once its connections have closed (bounded)."""
+        server.close(close_connections=False)
+        cfg = self.config.server
+        # Closing handshakes take up to close_timeout, or up to a lingering close (above).
+        timeout = cfg.shutdown_timeout + cfg.close_timeout + 1.0
+        try:
+            await asyncio.wait_for(server.wait_closed(), timeout)
         except TimeoutError:
             logger.warning("some connections did not close in time")
-        await self.broker.stop()
-        self._stopped.set()
-        logger.info("broadcaster stopped")
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -380,7 +466,7 @@ class Broadcaster:
         `publisher` hears when the publish starts and stops waiting.
         Raises `PublishError` subclasses carrying PROTOCOL.md codes.
         """
-        if self._server is None or self._stopped.is_set():
+        if self._server is None or self.phase is Phase.STOPPED:
             raise ServerStateError("publish needs a started server")
         problem = validate_channel(channel)
         if problem:
@@ -441,6 +527,7 @@ class Broadcaster:
         self.hub.add_outbox(session.outbox)
         session.authenticate_handshake()
         await session.run()
+        await session.linger()
 
     def forget(self, session: ClientSession) -> None:
         self.sessions.pop(session.id, None)
@@ -473,26 +560,29 @@ class Broadcaster:
             shed,
         )
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, guard: LoopGuard) -> None:
         """Close slow consumers; runs often enough to act within timeout + a tenth of it."""
         timeouts = [self.config.policies.defaults.slow_consumer_timeout] + [
             p.slow_consumer_timeout for _, p in self.config.policies.entries
         ]
         interval = min(0.25, max(0.01, min(timeouts) / 10))
+        loop = self._loop
         while True:
             await asyncio.sleep(interval)
-            self._close_slow_consumers()
+            now = loop.time()
+            # Two steps, guarded apart: a failure in one must not starve the other.
+            guard.run(self._close_slow_consumers, now)
             # A bounded share of the idle candidates per tick (Hub.sweep_idle's budget).
-            self._free_idle_channels()
+            guard.run(self._free_idle_channels, now)
 
-    def _free_idle_channels(self) -> None:
-        freed = self.hub.sweep_idle(self._loop.time())
+    def _free_idle_channels(self, now: float) -> None:
+        freed = self.hub.sweep_idle(now)
         if freed:
             logger.debug("freed %d idle channels", len(freed))
 
-    def _close_slow_consumers(self) -> None:
+    def _close_slow_consumers(self, now: float) -> None:
         # Its own function: nothing stays referenced from the sleeping sweeper.
-        for outbox in self.hub.tick(self._loop.time()):
+        for outbox in self.hub.tick(now):
             session = self.sessions.get(outbox.id)
             if session is not None:
                 logger.info("slow consumer %s (%s): closing with 4008", session.id, session.remote)

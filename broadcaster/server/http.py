@@ -244,17 +244,21 @@ class HttpEndpoints:
         return respond(http.HTTPStatus.OK, entry.read_bytes(), _CONTENT_TYPES[match.group(1)])
 
     def _healthz(self, query: dict[str, list[str]]) -> Response:
-        # Liveness: 200 even while the broker is down (local subscribers are served).
+        # Liveness: 200 even while the broker is down (local subscribers are served),
+        # 503 once a background loop has stopped: the process no longer does its job
+        # (slow consumers are not cut off, ...) and only a restart brings the loop back.
         broker = self.app.broker.status()
-        return _json(
-            http.HTTPStatus.OK,
-            {
-                "status": "ok",
-                "broker": "up" if broker.up else "down",
-                "breaker": broker.breaker,
-                "connections": len(self.app.sessions),
-            },
-        )
+        stopped = self.app.loops.stopped()
+        document: dict[str, object] = {
+            "status": "failing" if stopped else "ok",
+            "broker": "up" if broker.up else "down",
+            "breaker": broker.breaker,
+            "connections": len(self.app.sessions),
+        }
+        if stopped:
+            document["stopped_loops"] = stopped
+        status = http.HTTPStatus.SERVICE_UNAVAILABLE if stopped else http.HTTPStatus.OK
+        return _json(status, document)
 
     def _stats(self, query: dict[str, list[str]]) -> Response:
         counts: dict[str, int | None] = {}

@@ -10,11 +10,11 @@ whose previous ping is still unanswered when the next one is due is dead
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
+    from broadcaster.server.loops import LoopGuard, Loops
 
 __all__ = ["Keepalive"]
 
@@ -25,26 +25,19 @@ class Keepalive:
     def __init__(self, app: Broadcaster, interval: float) -> None:
         self.app = app
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="keepalive")
+    def start(self, loops: Loops) -> None:
+        """Run as the guarded loop "keepalive" (stopped by `loops.stop()`)."""
+        loops.start("keepalive", self._run)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def _run(self, guard: LoopGuard) -> None:
         loop = asyncio.get_running_loop()
         # Checking a few times per interval spreads the pings of connections
         # that arrived together over the interval instead of a burst.
         tick = min(1.0, self.interval / 4)
         while True:
             await asyncio.sleep(tick)
-            self.sweep(loop.time())
+            guard.run(self.sweep, loop.time())
 
     def sweep(self, now: float) -> None:
         """Ping the connections that are due (a function of its own, so that no

@@ -18,8 +18,6 @@ a tick runs a little late.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from typing import TYPE_CHECKING
 
 from broadcaster.server.stats import build_stats
@@ -27,10 +25,9 @@ from broadcaster.server.system import STATS_CHANNEL, publish_local
 
 if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
+    from broadcaster.server.loops import LoopGuard, Loops
 
 __all__ = ["STATS_TOP", "Monitor"]
-
-logger = logging.getLogger("broadcaster.monitor")
 
 # Connections detailed in each $sys.stats document; the rest are in its histogram.
 STATS_TOP = 50
@@ -56,20 +53,19 @@ class Monitor:
         """Seconds the last tick woke after its deadline."""
         self.ticks = 0
         self.stats_published = 0
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = self.app.loop.create_task(self._run(), name="monitor")
+    def start(self, loops: Loops) -> None:
+        """Run as the guarded loop "monitor", with "stats" ($sys.stats) a separately guarded step.
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        Separate guards: a failing /stats document must not stop the lag
+        readings that load shedding depends on, nor the reverse.
+        """
+        self._stats_guard = loops.guard("stats")
+        loops.start("monitor", self._run, steps=("stats",))
 
-    async def _run(self) -> None:
+    async def _run(self, guard: LoopGuard) -> None:
         loop = self.app.loop
+        stats = self._stats_guard
         next_at = loop.time() + self.interval
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
@@ -78,12 +74,12 @@ class Monitor:
             next_at += self.interval
             if next_at <= now:  # a stall longer than the interval: do not tick in a burst
                 next_at = now + self.interval
-            try:
-                # Load shedding acts on each reading (security/overload.py).
-                self.app.lag_sampled(self.loop_lag, now)
-                self.tick(now)
-            except Exception:  # a bug here must not stop lag measurement for good
-                logger.exception("monitor tick failed")
+            # Load shedding acts on each reading (security/overload.py).
+            guard.run(self._sample, now)
+            stats.run(self.tick, now)
+
+    def _sample(self, now: float) -> None:
+        self.app.lag_sampled(self.loop_lag, now)
 
     def tick(self, now: float) -> None:
         """Publish /stats on `$sys.stats` if anyone listens."""

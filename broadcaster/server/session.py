@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import logging
 import os
 import socket
 import struct
+import termios
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -67,6 +69,8 @@ ABUSE_LIMIT = 10
 ABUSE_WINDOW = 10.0
 # Stop reading a client's ops while this many reply bytes wait in its transport.
 REPLY_BACKLOG_LIMIT = 256 * 1024
+# The ioctl that reads how many bytes the kernel still holds for a socket (Linux; else None).
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 # Publish errors that are refusals (broadcaster_refusals_total{reason=code}).
 _REFUSED_PUBLISH_CODES = frozenset({ErrorCode.UNKNOWN_CHANNEL, ErrorCode.FORBIDDEN})
 
@@ -106,6 +110,7 @@ class ClientSession:
         self.last_ping = self.connected_mono
         self._ping: bytes | None = None
         self._lost = False
+        self._lingering = False
         self.grant: Grant | None = None
         """What this connection's token allows (None: no token)."""
         self._expiry: asyncio.TimerHandle | None = None
@@ -192,7 +197,18 @@ class ClientSession:
         finally:
             # The TCP connection may outlive the read loop (a close handshake in
             # progress, an abort pending): free what was held, keep the abort timer.
+            self._run_task = None
             self._release()
+
+    async def linger(self) -> None:
+        """Wait for the end of a lingering close (`close(linger=...)`; bounded by its abort).
+
+        The connection handler calls this after `run()`: websockets aborts a
+        connection `close_timeout` after its handler returns, which would cut
+        off a slow client still reading towards its close frame.
+        """
+        if self._lingering:
+            await self.ws.wait_closed()
 
     async def handle(self, frame: str | bytes) -> None:
         op = parse_op(frame)
@@ -490,11 +506,16 @@ class ClientSession:
 
     # --- closing -------------------------------------------------------------
 
-    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
+    def close(self, code: int, reason: str, *, flush: bool = True, linger: float = 0.0) -> None:
         """Free everything held for this client now, send a close frame, abort if unanswered.
 
         With `flush`, what is pending is written first (so the client sees the
         errors that led to a policy close); a slow consumer gets nothing more.
+        The close frame goes out behind what the socket already holds. The
+        connection is aborted if the closing handshake is not done within
+        `close_timeout`; with `linger` (seconds), only once the client stops
+        taking bytes for `close_timeout`, or `linger` has passed: a client
+        that reads, but slowly, still gets its close frame.
         """
         if self.closing:
             return
@@ -510,8 +531,40 @@ class ClientSession:
                 ws.send_data()
             except Exception:  # the transport is already gone
                 logger.debug("could not send close frame to %s", self.remote, exc_info=True)
-        self._abort_handle = self.loop.call_later(self.app.config.server.close_timeout, self._abort)
+        timeout = self.app.config.server.close_timeout
+        if linger > 0:
+            self._lingering = True
+            self._abort_handle = self.loop.call_later(
+                timeout, self._abort_if_stalled, self._unsent(), self.loop.time() + linger
+            )
+        else:
+            self._abort_handle = self.loop.call_later(timeout, self._abort)
         self._stop_reading()
+
+    def _unsent(self) -> int:
+        """Bytes written to this client that it has not taken yet: the transport's and,
+        where the kernel tells (Linux), the socket's."""
+        unsent = self._transport.get_write_buffer_size()
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            with contextlib.suppress(OSError, ValueError):
+                unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, bytes(4)))[0]
+        return unsent
+
+    def _abort_if_stalled(self, unsent_before: int, give_up_at: float) -> None:
+        """A lingering close: wait on while the client keeps reading, up to `give_up_at`."""
+        self._abort_handle = None
+        unsent = self._unsent()
+        remaining = give_up_at - self.loop.time()
+        if unsent < unsent_before and remaining > 0:
+            self._abort_handle = self.loop.call_later(
+                min(self.app.config.server.close_timeout, remaining),
+                self._abort_if_stalled,
+                unsent,
+                give_up_at,
+            )
+            return
+        self._abort()
 
     def _abort(self) -> None:
         """The client did not complete the closing handshake in time (it is not reading).

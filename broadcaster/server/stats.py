@@ -178,6 +178,7 @@ def build_stats(
             "loop_lag": round(app.monitor.loop_lag, 6),
             "broker": asdict(app.broker.status()),
             "epoch": app.hub.epoch,
+            "loops": {name: guard.snapshot() for name, guard in app.loops.guards.items()},
         },
         "sort": sort,
         "connections": [connection_entry(s, now) for s in chosen],

@@ -93,11 +93,12 @@ class RawClient:
                 self.close_code = close.code
                 self.close_reason = close.reason
 
-    async def read_once(self, timeout: float = 5.0) -> bool:
-        """Read what the socket has (waiting up to `timeout`); False at EOF or reset."""
+    async def read_once(self, timeout: float = 5.0, *, limit: int = 1 << 20) -> bool:
+        """Read what the socket has, up to `limit` bytes (waiting up to `timeout`); False at
+        EOF or reset."""
         loop = asyncio.get_running_loop()
         try:
-            data = await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 20), timeout)
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, limit), timeout)
         except ConnectionResetError:
             self.reset = True
             return False
