@@ -434,18 +434,28 @@ class Broadcaster:
         await self.stop()
 
     async def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then shut down gracefully."""
-        await self.start()
+        """Run until SIGTERM or SIGINT, then shut down gracefully.
+
+        The handlers are installed before `start()`, which logs the startup
+        line: a supervisor that signals as soon as it reads that line gets a
+        graceful stop, not the default handler's kill.
+        """
+        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await self.start()  # a failed start undoes itself and raises
+            try:
+                await stop.wait()
+            finally:
+                logger.info(
+                    "shutting down: draining up to %.1f s", self.config.server.shutdown_timeout
+                )
+                await self.stop()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                self._loop.remove_signal_handler(sig)
-            logger.info("shutting down: draining up to %.1f s", self.config.server.shutdown_timeout)
-            await self.stop()
+                loop.remove_signal_handler(sig)
 
     # --- publishing --------------------------------------------------------------
 
