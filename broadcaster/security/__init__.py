@@ -10,7 +10,8 @@ decides; where the server applies it):
 - `overload.py`: event-loop lag: when to refuse new clients and shed open
   ones (1013); on each monitor reading (`Broadcaster.lag_sampled`).
 - `auth.py`: JWT verification (PyJWT: HS256, RS256, ...), the admin token,
-  what a token grants; `?token=` and the `auth` op (`server/session.py`).
+  what a token grants; `?token=` and the `auth` op (`server/session.py`,
+  `server/subscriber.py`).
 - `access.py`: per-channel `subscribe` / `publish` = anyone / token / none
   (`forbidden`); the subscribe and publish ops.
 - `admin.py`: /stats, /dashboard, /metrics and `$sys.*`: admin token,

@@ -68,6 +68,7 @@ from broadcaster.server.rates import RateWindow
 from broadcaster.server.room import RoomWaiters
 from broadcaster.server.scheduler import FlushScheduler
 from broadcaster.server.session import ClientSession
+from broadcaster.server.subscriber import Subscriber
 from broadcaster.server.system import STATS_CHANNEL, is_system, with_system_policy
 from broadcaster.server.websocket import BroadcasterConnection, connection_class, frame_text
 from broadcaster.sources.base import SourceRunner, build_source
@@ -125,7 +126,8 @@ class Broadcaster:
     ) -> None:
         self.config = config if config is not None else Config()
         self.framer: Callable[[bytes], bytes] = frame_text
-        self.sessions: dict[int, ClientSession] = {}
+        self.sessions: dict[int, Subscriber] = {}
+        """Every client connection, whatever its transport (WebSocket, SSE, NDJSON stream)."""
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self.api: PublishApi | None = None
@@ -391,7 +393,7 @@ class Broadcaster:
         slowly) has its queue dropped: only what its socket already holds
         goes out before the close frame. It is then given as long as it
         keeps taking bytes, up to another `shutdown_timeout`, to read its
-        close frame (server/session.py `close(linger=...)`); one that
+        close frame (server/subscriber.py `close(linger=...)`); one that
         stopped reading is aborted after `close_timeout`.
         """
         server_cfg = self.config.server
@@ -539,7 +541,7 @@ class Broadcaster:
         await session.run()
         await session.linger()
 
-    def forget(self, session: ClientSession) -> None:
+    def forget(self, session: Subscriber) -> None:
         self.sessions.pop(session.id, None)
 
     def lag_sampled(self, lag: float, now: float) -> None:

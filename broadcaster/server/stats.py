@@ -23,7 +23,7 @@ from broadcaster.core.stats import channel_stats, subscription_stats
 if TYPE_CHECKING:
     from broadcaster.core.channel import Channel
     from broadcaster.server.app import Broadcaster
-    from broadcaster.server.session import ClientSession
+    from broadcaster.server.subscriber import Subscriber
 
 __all__ = ["DEPTH_BOUNDS", "SORT_KEYS", "StatsQueryError", "build_stats", "connection_entry"]
 
@@ -37,7 +37,7 @@ class StatsQueryError(ValueError):
     """A bad /stats query parameter; the message says which and what is allowed."""
 
 
-def connection_entry(session: ClientSession, now: float) -> dict[str, Any]:
+def connection_entry(session: Subscriber, now: float) -> dict[str, Any]:
     """One connection in detail: totals, how close it is to being cut off, each subscription."""
     subs = list(session.outbox.subscriptions.values())
     stats = [subscription_stats(sub, now) for sub in subs]
@@ -51,7 +51,7 @@ def connection_entry(session: ClientSession, now: float) -> dict[str, Any]:
         "depth": sum(s.depth for s in stats),
         "dropped": sum(s.dropped for s in stats),
         "bytes_queued": sum(s.bytes_queued for s in stats)
-        + session.ws.transport.get_write_buffer_size(),
+        + session.transport.get_write_buffer_size(),
         "paused": any(s.paused for s in stats),
         "seconds_above": max((s.seconds_above for s in stats), default=0.0),
         "closes_in": round(max(0.0, min(deadlines) - now), 3) if deadlines else None,
