@@ -18,7 +18,17 @@ class Message:
     publish, used for the slow-consumer clock and latency sampling.
     """
 
-    __slots__ = ("as_snapshot", "channel", "created", "frame", "key", "payload", "seq")
+    __slots__ = (
+        "as_snapshot",
+        "channel",
+        "created",
+        "frame",
+        "key",
+        "ndjson_frame",
+        "payload",
+        "seq",
+        "sse_frame",
+    )
 
     def __init__(
         self,
@@ -38,6 +48,10 @@ class Message:
         self.key = key
         self.as_snapshot: Message | None = None
         """The same message flagged `"snapshot": true`, built on first need and shared."""
+        self.sse_frame: bytes | None = None
+        """Its Server-Sent Events chunk, built when first needed (core/streams.py)."""
+        self.ndjson_frame: bytes | None = None
+        """Its NDJSON chunk, built when first needed (core/streams.py)."""
 
     def __repr__(self) -> str:
         return f"Message(channel={self.channel!r}, seq={self.seq}, key={self.key!r})"

@@ -23,11 +23,13 @@ owns the clock, records publish → write for it after the write.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from broadcaster.core.channel import Channel
+    from broadcaster.core.message import Message
     from broadcaster.core.subscription import Subscription
 
 __all__ = ["DEFAULT_WRITE_BUDGET", "SAMPLE_EVERY", "Outbox"]
@@ -49,12 +51,14 @@ class Outbox:
 
     __slots__ = (
         "_countdown",
+        "_frame_of",
         "_framer",
         "_last_batch",
         "_more",
         "_on_schedule",
         "_seg_starts",
         "_seg_subs",
+        "_take",
         "_write_now",
         "armed",
         "blocked",
@@ -77,8 +81,11 @@ class Outbox:
         on_schedule: Callable[[Outbox], None],
         write_now: Callable[[Outbox], None] | None = None,
         framer: Callable[[bytes], bytes] = _identity,
+        frame_of: Callable[[Message, Channel], bytes] | None = None,
         budget: int = DEFAULT_WRITE_BUDGET,
     ) -> None:
+        """`framer` frames control events; `frame_of` picks a message's bytes for this
+        transport (None: `Message.frame`, the WebSocket frame built at publish)."""
         self.id = id
         self.subscriptions: dict[str, Subscription] = {}
         self.control: list[bytes] = []
@@ -91,6 +98,9 @@ class Outbox:
         self.closed = False
         self.budget = budget
         self._framer = framer
+        self._frame_of = frame_of
+        # Chosen once here, not per message: the WebSocket path stays as it was.
+        self._take = _take if frame_of is None else functools.partial(_take_framed, frame_of)
         self._on_schedule = on_schedule
         self._write_now = write_now
         self._seg_subs: list[Subscription] = []
@@ -169,7 +179,8 @@ class Outbox:
                     self._countdown = SAMPLE_EVERY
                     self.sample_channel = sub.channel
                     self.sample_created = message.created
-                batch = [message.frame]
+                frame_of = self._frame_of
+                batch = [message.frame if frame_of is None else frame_of(message, sub.channel)]
                 seg_subs.append(sub)
                 seg_starts.append(0)
                 self._last_batch = batch
@@ -180,6 +191,7 @@ class Outbox:
             self._last_batch = batch
             return batch
         budget = self.budget
+        take = self._take
         for sub in self.subscriptions.values():
             items = sub.items
             if not items:
@@ -202,11 +214,11 @@ class Outbox:
                         self.wake_at = sub.next_due
                     continue
                 sub.next_due = now + sub.interval
-                budget -= _take(sub, batch, 1, budget)
+                budget -= take(sub, batch, 1, budget)
                 if items and (self.wake_at is None or sub.next_due < self.wake_at):
                     self.wake_at = sub.next_due
             else:
-                budget -= _take(sub, batch, sub.queue_size, budget)
+                budget -= take(sub, batch, sub.queue_size, budget)
                 if items:
                     self._more = True
             if sub.preloaded or sub.indexed:
@@ -345,6 +357,36 @@ def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int) -> int
                 del index[entry.key]
                 entry = slot[1]
         frame = entry.frame
+        append(frame)
+        used += len(frame)
+        limit -= 1
+        if used >= budget:
+            break
+    return used
+
+
+def _take_framed(
+    frame_of: Callable[[Message, Channel], bytes],
+    sub: Subscription,
+    batch: list[bytes],
+    limit: int,
+    budget: int,
+) -> int:
+    """`_take` for a transport whose bytes are not `Message.frame` (core/streams.py)."""
+    items = sub.items
+    index = sub.index
+    channel = sub.channel
+    popleft = items.popleft
+    append = batch.append
+    used = 0
+    while items and limit > 0:
+        entry = popleft()
+        if index:
+            slot = index.get(entry.key)
+            if slot is not None and slot[0] is entry:
+                del index[entry.key]
+                entry = slot[1]
+        frame = frame_of(entry, channel)
         append(frame)
         used += len(frame)
         limit -= 1

@@ -115,6 +115,13 @@ def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
+def _by_transport(app: Broadcaster) -> dict[str, int]:
+    counts = dict.fromkeys(("websocket", "sse", "ndjson"), 0)
+    for session in app.sessions.values():
+        counts[session.transport_name] = counts.get(session.transport_name, 0) + 1
+    return counts
+
+
 class BroadcasterCollector(Collector):
     """Reads one server's state when its registry is collected."""
 
@@ -139,6 +146,7 @@ class BroadcasterCollector(Collector):
             self._families(
                 _by_label(app.hub),
                 connections=len(app.sessions),
+                by_transport=_by_transport(app),
                 lag=app.monitor.loop_lag,
                 up=status.up,
                 breaker=BREAKER_STATES.get(status.breaker, BREAKER_STATES["open"]),
@@ -151,15 +159,27 @@ class BroadcasterCollector(Collector):
         totals: Mapping[str, _LabelTotals],
         *,
         connections: int,
+        by_transport: Mapping[str, int] | None = None,
         lag: float,
         up: bool | None,
         breaker: int | None,
         loop_errors: Mapping[str, int],
     ) -> Iterator[Metric]:
         items = sorted(totals.items())
+        by_transport = by_transport or {}
         yield GaugeMetricFamily(
-            "broadcaster_connections", "Open WebSocket connections.", value=connections
+            "broadcaster_connections",
+            "Open client connections (WebSocket, SSE and NDJSON streams).",
+            value=connections,
         )
+        family = GaugeMetricFamily(
+            "broadcaster_connections_by_transport",
+            "Open client connections by transport (websocket, sse, ndjson).",
+            labels=["transport"],
+        )
+        for kind, count in sorted(by_transport.items()):
+            family.add_metric([kind], count)
+        yield family
         family = GaugeMetricFamily(
             "broadcaster_subscriptions", "Current subscriptions.", labels=["channel"]
         )

@@ -64,6 +64,7 @@ from broadcaster.errors import (
 
 if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
+    from broadcaster.server.sse import StreamEndpoints
 
 __all__ = ["PUBLISH_PATH", "ApiError", "PublishApi"]
 
@@ -175,9 +176,13 @@ class _ConnectionCap:
 class PublishApi:
     """Serves `POST /api/publish` for one `Broadcaster` on `[api] host`:`port`."""
 
-    def __init__(self, app: Broadcaster, config: ApiConfig) -> None:
+    def __init__(
+        self, app: Broadcaster, config: ApiConfig, *, streams: StreamEndpoints | None = None
+    ) -> None:
         self.app = app
         self.config = config
+        self.streams = streams
+        """`GET /sse` and `GET /stream` (server/sse.py), served on this port too."""
         self._keys = tuple(key.encode() for key in config.keys)
         self.limiter = TokenBuckets(config.rate, config.burst) if config.rate > 0 else None
         self._runner: web.AppRunner | None = None
@@ -191,6 +196,8 @@ class PublishApi:
             middlewares=[_json_errors], client_max_size=self.config.max_body_size
         )
         web_app.router.add_post(PUBLISH_PATH, self.publish)
+        if self.streams is not None:
+            self.streams.add_routes(web_app.router)
         self._runner = web.AppRunner(
             web_app,
             # One log line per publish would cost more than the publish.
@@ -233,6 +240,8 @@ class PublishApi:
     async def stop(self) -> None:
         """Stop accepting requests; those in flight finish (bounded by publish_timeout)."""
         runner, self._runner = self._runner, None
+        if runner is not None and self.streams is not None:
+            await self.streams.stop()
         if runner is not None:
             await runner.cleanup()
 

@@ -68,6 +68,7 @@ from broadcaster.server.rates import RateWindow
 from broadcaster.server.room import RoomWaiters
 from broadcaster.server.scheduler import FlushScheduler
 from broadcaster.server.session import ClientSession
+from broadcaster.server.sse import StreamEndpoints
 from broadcaster.server.subscriber import Subscriber
 from broadcaster.server.system import STATS_CHANNEL, is_system, with_system_policy
 from broadcaster.server.websocket import BroadcasterConnection, connection_class, frame_text
@@ -281,7 +282,7 @@ class Broadcaster:
         # Stopped before the loops: the sweeper keeps cutting off slow consumers while draining.
         teardown.push_async_callback(self._close_connections)
         if cfg.api.enabled:
-            api = PublishApi(self, cfg.api)
+            api = PublishApi(self, cfg.api, streams=StreamEndpoints(self))
             await api.start()
             self.api = api
             teardown.push_async_callback(api.stop)
@@ -527,7 +528,7 @@ class Broadcaster:
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert isinstance(ws, BroadcasterConnection)
-        session = ClientSession(self, ws, next(self._ids))
+        session = ClientSession(self, ws, self.next_session_id())
         ws.session = session
         # The handshake's headers are not needed any more. websockets' parser
         # keeps the request object alive for the connection's life, so empty its
@@ -540,6 +541,10 @@ class Broadcaster:
         session.authenticate_handshake()
         await session.run()
         await session.linger()
+
+    def next_session_id(self) -> int:
+        """A connection id, unique in this server whatever the transport."""
+        return next(self._ids)
 
     def forget(self, session: Subscriber) -> None:
         self.sessions.pop(session.id, None)

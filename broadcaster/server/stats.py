@@ -45,6 +45,7 @@ def connection_entry(session: Subscriber, now: float) -> dict[str, Any]:
     return {
         "id": session.id,
         "remote": session.remote,
+        "transport": session.transport_name,
         "user": session.grant.subject if session.grant is not None else None,
         "connected_at": session.connected_at,
         "age": round(now - session.connected_mono, 3),
@@ -98,7 +99,10 @@ def build_stats(
     paused = 0
     depths: list[int] = []
     append = depths.append
+    by_transport: dict[str, int] = {}
     for session in sessions:
+        kind = session.transport_name
+        by_transport[kind] = by_transport.get(kind, 0) + 1
         depth = 0
         is_paused = 0
         for sub in session.outbox.subscriptions.values():
@@ -185,6 +189,7 @@ def build_stats(
         "summary": {
             "connections": len(sessions),
             "shown": len(chosen),
+            "by_transport": by_transport,
             "paused": paused,
             "behind": len({sub.outbox.id for sub in app.hub.behind}),
             "depth_histogram": {"bounds": list(DEPTH_BOUNDS), "counts": histogram},

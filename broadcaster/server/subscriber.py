@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from broadcaster.codes import ABUSE_ERROR_CODES, CloseCode, ErrorCode
 from broadcaster.core import events
 from broadcaster.core.channel import Channel
+from broadcaster.core.message import Message
 from broadcaster.core.ops import (
     SYSTEM_PREFIX,
     Auth,
@@ -85,10 +86,10 @@ _REFUSED_PUBLISH_CODES = frozenset({ErrorCode.UNKNOWN_CHANNEL, ErrorCode.FORBIDD
 class Subscriber:
     """The transport-independent server side of one client connection.
 
-    A transport subclass provides `transport` (asyncio's: the bytes go there
-    directly), `framer` (how a control event is framed) and `frame_of` (which
-    pre-built bytes of a message its outbox writes), and implements
-    `keepalive` and `_send_end`.
+    A transport subclass passes its asyncio `transport` (the bytes go there
+    directly), `framer` (how a reply or notice is framed) and `frame_of`
+    (which pre-built bytes of a message its outbox writes; None: the
+    WebSocket frame), and implements `keepalive` and `_send_end`.
     """
 
     transport_name = "websocket"
@@ -102,6 +103,7 @@ class Subscriber:
         session_id: int,
         *,
         framer: Callable[[bytes], bytes],
+        frame_of: Callable[[Message, Channel], bytes] | None = None,
     ) -> None:
         self.app = app
         self.id = session_id
@@ -117,6 +119,7 @@ class Subscriber:
             on_schedule=functools.partial(app.scheduler.schedule, self),
             write_now=self.flush,
             framer=framer,
+            frame_of=frame_of,
         )
         self.closing = False
         self._transport = transport
@@ -261,7 +264,15 @@ class Subscriber:
         if op.id is not None:
             self.send(events.published(op.channel, op.id, seq))
 
-    async def _subscribe(self, op: Subscribe) -> None:
+    async def subscribe(self, op: Subscribe, *, position_unknown: bool = False) -> None:
+        """Subscribe as the `subscribe` op does (streams take theirs from the URL).
+
+        `position_unknown`: the client asked to resume but gave no position for
+        this channel, so `subscribed` says `"recovered": false` (a gap of unknown size).
+        """
+        await self._subscribe(op, position_unknown=position_unknown)
+
+    async def _subscribe(self, op: Subscribe, *, position_unknown: bool = False) -> None:
         name = op.channel
         if name in self.outbox.subscriptions:
             self.send(
@@ -296,6 +307,8 @@ class Subscriber:
         # From here to the attachment nothing awaits: the reply's seq, the
         # recovered tail and the live stream meet without gap or duplicate.
         extra: dict[str, object] = {}
+        if position_unknown:
+            extra["recovered"] = False
         if recovery is not None:
             extra["recovered"] = recovery.recovered
             if not recovery.recovered:
@@ -411,6 +424,11 @@ class Subscriber:
             return
         if self._apply_token(op.token, op.id):
             self.send(events.authenticated(op.id))
+
+    def apply_token(self, token: str) -> None:
+        """Apply a token given outside the ops (`?token=`), if this server judges it."""
+        if self._checks(token):
+            self._apply_token(token, None)
 
     def _checks(self, token: str) -> bool:
         """Whether this server judges `token`: with JWT auth off, only the admin token is
