@@ -21,9 +21,11 @@ origin and token rules. This module only adds the transport:
   complete chunks straight to the transport (core/streams.py), so a
   message's stream bytes are built once and shared like its WebSocket
   frame, and `flush` is the same code as for WebSocket;
+- aiohttp tells a handler neither that its transport drained nor that the
+  client went away, so `_Watch` sits between the transport and aiohttp's
+  protocol and tells the session both (as server/websocket.py does for /ws);
 - heartbeats (an SSE comment, an empty NDJSON line) every `ping_interval`,
-  from the keepalive sweep; they also find connections that went away
-  (aiohttp tells a handler nothing when its client disconnects);
+  from the keepalive sweep, keep idle streams open through proxies;
 - the stream ends with a `close` event (`code`, `reason`: the WebSocket
   close code the same cause would have sent) after an SSE `retry:` hint,
   long after a slow-consumer cut; a client that does not read it is
@@ -33,8 +35,10 @@ origin and token rules. This module only adds the transport:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -148,7 +152,6 @@ class SseSession(Subscriber):
     def __init__(
         self,
         app: Broadcaster,
-        request: web.Request,
         transport: asyncio.Transport,
         session_id: int,
         fmt: _Format,
@@ -163,39 +166,14 @@ class SseSession(Subscriber):
         )
         self.transport_name = fmt.name
         self.format = fmt
-        self._writer = request.writer
         self._wake: asyncio.Future[None] | None = None
-        self._draining = False
-
-    # --- writing -----------------------------------------------------------
-
-    def flush(self, _outbox: object = None) -> None:
-        """The shared flush; a backlog left in the transport wakes the drain wait."""
-        super().flush()
-        if self.outbox.blocked and not self._draining:
-            self._draining = True
-            wake = self._wake
-            if wake is not None and not wake.done():
-                wake.set_result(None)
 
     async def run(self) -> None:
-        """Wait for backlogs to drain until the stream ends (data goes out from `flush`)."""
-        loop = self.loop
+        """Wait until the stream ends: data goes out from `flush`, drains are reported by
+        the transport (`_Watch`), the end by `close` or the connection's loss."""
+        self._wake = self.loop.create_future()
         try:
-            while not self.closing:
-                if not self._draining:
-                    self._wake = loop.create_future()
-                    await self._wake
-                    continue
-                await self._writer.drain()
-                if self._transport.get_write_buffer_size():
-                    # A TLS transport may resume with bytes still buffered: look again soon.
-                    await asyncio.sleep(0.01)
-                    continue
-                self._draining = False
-                self.transport_drained()
-        except ConnectionError:
-            pass
+            await self._wake
         except asyncio.CancelledError:
             if not self.closing:
                 raise
@@ -337,13 +315,20 @@ class StreamEndpoints:
                 **cors,
             }
         )
+        send_buffer = app.config.server.socket_send_buffer
+        sock = transport.get_extra_info("socket")
+        if send_buffer and sock is not None:
+            # As on /ws: the kernel must not absorb megabytes for a reader that stopped.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         response.enable_chunked_encoding()
         response.force_close()  # the connection ends with the stream
         await response.prepare(request)
         # Writes after the head go to the transport directly; with limits (0, 0)
         # the protocol hears of any backlog at once (as server/websocket.py does).
         transport.set_write_buffer_limits(0, 0)
-        session = SseSession(app, request, transport, app.next_session_id(), fmt)
+        session = SseSession(app, transport, app.next_session_id(), fmt)
+        transport.set_protocol(_Watch(transport.get_protocol(), session))
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
@@ -469,6 +454,37 @@ class StreamEndpoints:
         if len(origins) != 1 or not self._origin_allowed(request, origins):
             return {}
         return {"Access-Control-Allow-Origin": origins[0], "Vary": "Origin"}
+
+
+class _Watch(asyncio.Protocol):
+    """Stands between the transport and aiohttp's protocol, telling the session too.
+
+    aiohttp tells a handler neither that its transport drained nor that the
+    client went away; the session needs both at once (the outbox's backlog,
+    freeing what a gone client held). Everything is passed on to aiohttp.
+    """
+
+    def __init__(self, inner: asyncio.BaseProtocol, session: SseSession) -> None:
+        assert isinstance(inner, asyncio.Protocol)
+        self.inner = inner
+        self.session = session
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+        self.session.transport_drained()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+        self.session.connection_lost()
 
 
 class _Plan:
