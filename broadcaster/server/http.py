@@ -45,6 +45,8 @@ __all__ = ["HttpEndpoints", "respond"]
 WS_PATH = "/ws"
 CLIENT_PREFIX = "/js/"
 EXAMPLES_PREFIX = "/examples/"
+# Served on the API port (server/sse.py); the WebSocket port redirects there.
+STREAM_PATHS = frozenset({"/sse", "/stream"})
 
 # A flat directory of pages: a name is one path segment that cannot climb out of it
 # ("..", "/", "%2e%2e" and backslashes never match).
@@ -160,6 +162,8 @@ class HttpEndpoints:
             return self.app.gate.check(connection, request)
         if url.path == EXAMPLES_PREFIX.rstrip("/") or url.path.startswith(EXAMPLES_PREFIX):
             return self._example(url.path[len(EXAMPLES_PREFIX) :])
+        if url.path in STREAM_PATHS:
+            return self._to_stream(request, url.path, url.query)
         handler = self.routes.get(url.path)
         if handler is None:
             return respond(
@@ -215,6 +219,39 @@ class HttpEndpoints:
         return (
             f"broadcaster listening on {app.url} — {' , '.join(pages)} (broker: {app.broker.name})"
         )
+
+    def _to_stream(self, request: Request, path: str, query: str) -> Response:
+        """`/sse` and `/stream` live on the API port (server/sse.py says why): redirect there.
+
+        A page then opens `new EventSource("/sse?channel=...")` on the port it came
+        from; EventSource and fetch follow a 307, and the API port answers with
+        CORS headers for the allowed origins.
+        """
+        api = self.app.api
+        if api is None:
+            return respond(
+                http.HTTPStatus.NOT_FOUND,
+                orjson.dumps(
+                    {
+                        "error": "not_found",
+                        "message": f"{path} is served on the HTTP API port: set [api] enabled "
+                        "= true (then GET /sse here redirects there)",
+                    }
+                ),
+                "application/json",
+            )
+        host = request.headers.get("Host") or api.config.host
+        name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+        scheme = "https" if self.app.ssl is not None else "http"
+        target = f"{scheme}://{name}:{api.port}{path}" + (f"?{query}" if query else "")
+        response = respond(
+            http.HTTPStatus.TEMPORARY_REDIRECT,
+            f"streams are served at {target}\n".encode(),
+            "text/plain",
+            extra_headers={"Location": target},
+        )
+        self._allow_cross_origin(request, response)
+        return response
 
     def _allow_cross_origin(self, request: Request, response: Response) -> None:
         """Let pages of the allowed origins import the client (CORS), others not.
