@@ -26,6 +26,22 @@ export interface ConnectOptions {
    * 1008 "token expired" reconnects with a fresh token instead of giving up.
    */
   token?: string | (() => string | Promise<string>);
+  /**
+   * The Server-Sent Events fallback, used when a WebSocket cannot be opened: the stream URL
+   * (default: next to `url`, `http://host:port/sse`, which the server redirects to its API
+   * port), or false to never fall back.
+   */
+  sse?: string | false;
+  /** Failed WebSocket attempts (never opened) before falling back to SSE (default 2). */
+  fallbackAfter?: number;
+  /** The HTTP publish API (`http://host:8766/api/publish`) for publishes over SSE; without it they fail with "unavailable". */
+  apiUrl?: string;
+  /** An `[api] keys` key, sent as `Authorization: apikey KEY` with those publishes. */
+  apiKey?: string;
+  /** An EventSource constructor; defaults to globalThis.EventSource. */
+  EventSource?: new (url: string) => EventSource;
+  /** A fetch function for publishes over SSE; defaults to globalThis.fetch. */
+  fetch?: typeof fetch;
 }
 
 /** Options of `subscribe`. */
@@ -50,6 +66,13 @@ export interface ConnectedEvent {
   url: string;
   /** False on the first connection, true on every reconnection. */
   reconnect: boolean;
+  /** How this connection receives: "websocket", or "sse" after the fallback. */
+  transport: "websocket" | "sse";
+}
+
+export interface FallbackEvent {
+  transport: "sse";
+  url: string;
 }
 
 export interface DisconnectedEvent {
@@ -148,6 +171,7 @@ export interface ClientEvents {
   resume: ResumeEvent;
   gap: GapEvent;
   reset: ResetEvent;
+  fallback: FallbackEvent;
   error: BroadcasterError;
 }
 
@@ -156,6 +180,8 @@ export declare class Client {
   readonly url: string;
   /** True while a connection is open. */
   readonly connected: boolean;
+  /** "websocket", or "sse" once the client fell back to Server-Sent Events. */
+  readonly transport: "websocket" | "sse";
   /** Publishes waiting to be sent (disconnected, or paused by a blocked channel). */
   readonly queued: number;
   /** Listen to an event; returns a function that removes the listener. */
@@ -180,7 +206,24 @@ export declare function resolveUrl(url: string): string;
 
 export declare const CLOSE_POLICY: Readonly<Record<number, "none" | "normal" | "long">>;
 export declare function closePolicy(code: number): "none" | "normal" | "long";
-export declare const DEFAULTS: Readonly<Required<Omit<ConnectOptions, "WebSocket" | "random" | "token">>>;
+export declare const DEFAULTS: Readonly<
+  Required<
+    Omit<ConnectOptions, "WebSocket" | "random" | "token" | "sse" | "apiUrl" | "apiKey" | "EventSource" | "fetch">
+  >
+>;
+/** The SSE stream URL next to a WebSocket URL: ws://host:port/ws → http://host:port/sse. */
+export declare function sseUrlFor(wsUrl: string): string;
+/** A WebSocket look-alike over Server-Sent Events (what the client falls back to). */
+export declare class SseSocket {
+  constructor(
+    url: string,
+    options?: { EventSource?: ConnectOptions["EventSource"]; fetch?: typeof fetch; apiUrl?: string; apiKey?: string },
+  );
+  readonly url: string;
+  readyState: number;
+  send(text: string): void;
+  close(code?: number, reason?: string): void;
+}
 /** The close reason of a 1008 sent when a token's `exp` passes. */
 export declare const TOKEN_EXPIRED: string;
 

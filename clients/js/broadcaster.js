@@ -24,7 +24,12 @@
 //   publisher), and queues publishes made while disconnected;
 // - authenticates with `options.token` (a JWT or the admin token, sent in an `auth`
 //   op before anything else on every connection; or a function returning one, called
-//   for each connection, so that a close 1008 "token expired" reconnects with a fresh one).
+//   for each connection, so that a close 1008 "token expired" reconnects with a fresh one);
+// - falls back to Server-Sent Events when a WebSocket cannot be opened (no WebSocket in
+//   the page, or `fallbackAfter` attempts that never opened: a proxy that strips the
+//   upgrade): subscriptions then arrive over `GET /sse` (one EventSource per channel, so
+//   each resumes from its own `EPOCH:SEQ`) with the same events (`gap`, `pause`, `resume`,
+//   `reset`), and publishes go to the HTTP API (`options.apiUrl`) when the page has one.
 
 /** What the client does after a close code: "none" (stay closed), "normal" or "long" backoff.
  * Mirrors broadcaster/codes.py CLOSE_CODES (a test checks that the two agree). */
@@ -56,6 +61,7 @@ export const DEFAULTS = Object.freeze({
   pingInterval: 25000,
   pingTimeout: 10000,
   maxQueued: 1000,
+  fallbackAfter: 2,
 });
 
 /**
@@ -182,17 +188,165 @@ function failure(code, message, extra = {}) {
 
 const OPEN = 1;
 
+/** The stream URL next to a WebSocket URL: `ws://host:port/ws` → `http://host:port/sse`. */
+export function sseUrlFor(wsUrl) {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  url.pathname = url.pathname.replace(/\/ws$/, "") + "/sse";
+  url.search = "";
+  return url.href;
+}
+
+/**
+ * A WebSocket look-alike over Server-Sent Events, for `Client` when WebSockets cannot go.
+ *
+ * It answers the ops the client sends as the server would: `subscribe` opens one
+ * EventSource per channel (`last_event_id=EPOCH:SEQ` when resuming), `unsubscribe`
+ * closes it, `ping` and `auth` are answered at once (the token goes into the stream
+ * URLs), `publish` is a POST to `apiUrl` (refused with `unavailable` without one).
+ * The EventSource's own reconnect is not used: a failed stream, or the server's `close`
+ * event, closes this socket with that code, and the client reconnects and resubscribes
+ * with its own backoff and `since`, exactly as over WebSocket.
+ */
+export class SseSocket {
+  constructor(url, options = {}) {
+    this.url = url;
+    this.readyState = 0;
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._EventSource = options.EventSource ?? globalThis.EventSource;
+    this._fetch = options.fetch ?? globalThis.fetch;
+    this._apiUrl = options.apiUrl ?? null;
+    this._apiKey = options.apiKey ?? null;
+    this._token = null;
+    this._streams = new Map(); // channel -> {es, id}
+    if (typeof this._EventSource !== "function") {
+      throw new Error("broadcaster: no EventSource implementation for the SSE fallback");
+    }
+    setTimeout(() => {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.onopen?.({});
+    }, 0);
+  }
+
+  send(text) {
+    if (this.readyState !== 1) return;
+    const op = JSON.parse(text);
+    switch (op.op) {
+      case "subscribe":
+        return this._subscribe(op);
+      case "unsubscribe": {
+        const stream = this._streams.get(op.channel);
+        if (stream) {
+          stream.es.close();
+          this._streams.delete(op.channel);
+        }
+        return this._reply({ event: "unsubscribed", channel: op.channel, id: op.id });
+      }
+      case "ping":
+        return this._reply({ event: "pong", id: op.id });
+      case "auth":
+        this._token = op.token;
+        return this._reply({ event: "authenticated", id: op.id });
+      case "publish":
+        return this._publish(op);
+      default:
+        return undefined;
+    }
+  }
+
+  close(code = 1000, reason = "client closed") {
+    this._end(code, reason);
+  }
+
+  _reply(event) {
+    setTimeout(() => this._deliver(JSON.stringify(event)), 0);
+  }
+
+  _deliver(data) {
+    if (this.readyState === 1) this.onmessage?.({ data });
+  }
+
+  _subscribe(op) {
+    this._streams.get(op.channel)?.es.close();
+    const params = new URLSearchParams({ channel: op.channel });
+    if (typeof op.since === "number" && op.epoch) params.set("last_event_id", `${op.epoch}:${op.since}`);
+    if (op.max_rate !== undefined) params.set("max_rate", String(op.max_rate));
+    if (this._token !== null) params.set("token", this._token);
+    const es = new this._EventSource(`${this.url}?${params}`);
+    const stream = { es, id: op.id };
+    this._streams.set(op.channel, stream);
+    es.onmessage = (ev) => {
+      if (this._streams.get(op.channel) !== stream) return;
+      if (ev.data.startsWith('{"event":"message"')) return this._deliver(ev.data); // as sent
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return this._deliver(ev.data);
+      }
+      if (msg.event === "close") return this._end(msg.code, msg.reason);
+      // The stream's own subscribe reply: give it the op's id, as over WebSocket.
+      if (msg.event === "subscribed" && msg.id === undefined && msg.reset !== true) msg.id = stream.id;
+      this._deliver(JSON.stringify(msg));
+    };
+    es.onerror = () => {
+      if (this._streams.get(op.channel) === stream) this._end(1006, "stream failed");
+    };
+  }
+
+  _publish(op) {
+    const fail = (code, message, extra = {}) =>
+      this._reply({ event: "error", code, message, id: op.id, ...extra });
+    if (this._apiUrl === null || typeof this._fetch !== "function") {
+      return fail("unavailable", "broadcaster: publishing without a WebSocket needs options.apiUrl");
+    }
+    const headers = { "Content-Type": "application/json" };
+    if (this._apiKey !== null) headers.Authorization = `apikey ${this._apiKey}`;
+    this._fetch(this._apiUrl, { method: "POST", headers, body: JSON.stringify({ channel: op.channel, data: op.data }) })
+      .then(async (res) => {
+        const body = await res.json().catch(() => ({}));
+        if (res.ok) return this._reply({ event: "published", channel: op.channel, id: op.id, seq: body.seq });
+        const extra = body.retry_after === undefined ? {} : { retry_after: body.retry_after };
+        return fail(body.error ?? "unavailable", body.message ?? `HTTP ${res.status}`, extra);
+      })
+      .catch((err) => fail("unavailable", `broadcaster: the publish request failed: ${err}`));
+  }
+
+  _end(code, reason) {
+    if (this.readyState === 3) return;
+    const wasOpen = this.readyState === 1;
+    this.readyState = 3;
+    for (const stream of this._streams.values()) stream.es.close();
+    this._streams.clear();
+    setTimeout(() => (wasOpen ? this.onclose?.({ code, reason }) : this.onerror?.({})), 0);
+  }
+}
+
 /** A connection to a broadcaster server that keeps itself connected until `close()`. */
 export class Client {
   constructor(url, options = {}) {
     this.url = url;
     this.options = { ...DEFAULTS, ...options };
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    // The SSE fallback: the stream URL (`options.sse`, default next to `url`), or off.
+    const EventSourceImpl = options.EventSource ?? globalThis.EventSource;
+    this._sseUrl =
+      options.sse === false || typeof EventSourceImpl !== "function"
+        ? null
+        : typeof options.sse === "string"
+          ? new URL(options.sse, globalThis.location?.href).href
+          : sseUrlFor(url);
+    this._useSse = false;
+    this._wsFailures = 0;
     if (typeof this._WebSocket !== "function") {
-      throw new Error(
-        "broadcaster: no WebSocket implementation: on Node 20 run with --experimental-websocket " +
-          "or pass options.WebSocket",
-      );
+      if (this._sseUrl === null) {
+        throw new Error(
+          "broadcaster: no WebSocket implementation: on Node 20 run with --experimental-websocket " +
+            "or pass options.WebSocket",
+        );
+      }
+      this._useSse = true;
     }
     this._backoff = new Backoff(this.options, options.random ?? Math.random);
     this._listeners = new Map(); // event name -> Set of handlers
@@ -215,6 +369,11 @@ export class Client {
   /** True while a connection is open. */
   get connected() {
     return this._open;
+  }
+
+  /** "websocket", or "sse" once the client fell back to Server-Sent Events. */
+  get transport() {
+    return this._useSse ? "sse" : "websocket";
   }
 
   /** Publishes waiting to be sent: made while disconnected or while the server paused us. */
@@ -328,8 +487,13 @@ export class Client {
     this._token = token;
     let ws;
     try {
-      ws = new this._WebSocket(this.url);
+      ws = this._useSse ? this._openSse() : new this._WebSocket(this.url);
     } catch (err) {
+      if (!this._useSse && this._sseUrl !== null) {
+        // A page whose WebSocket constructor refuses (disabled, blocked): go on over SSE.
+        this._fallBack();
+        return this._openSocket(first, token);
+      }
       if (first) throw err; // a malformed URL is the caller's mistake: say so at once
       this._report(err);
       const { attempt, kind, delay } = this._backoff.next("normal");
@@ -346,6 +510,17 @@ export class Client {
     ws.onerror = () => this._lost(ws, 1006, this._open ? "connection error" : "connection failed");
   }
 
+  _openSse() {
+    const o = this.options;
+    return new SseSocket(this._sseUrl, { EventSource: o.EventSource, fetch: o.fetch, apiUrl: o.apiUrl, apiKey: o.apiKey });
+  }
+
+  /** WebSocket cannot be opened here: subscriptions go over SSE from now on. */
+  _fallBack() {
+    this._useSse = true;
+    this._emit("fallback", { transport: "sse", url: this._sseUrl });
+  }
+
   _opened(ws) {
     if (ws !== this._ws) return;
     this._open = true;
@@ -359,7 +534,7 @@ export class Client {
     if (this._token !== null) this._send({ op: "auth", token: this._token, id: this._id("a") });
     for (const [channel, entry] of this._channels) this._sendSubscribe(channel, entry);
     this._flushHeld();
-    this._emit("connected", { url: this.url, reconnect });
+    this._emit("connected", { url: this._useSse ? this._sseUrl : this.url, reconnect, transport: this.transport });
   }
 
   /** The connection ended (close event, or a dead connection we gave up on). */
@@ -380,6 +555,14 @@ export class Client {
       this._closed = true;
       this._failAll("closed", `broadcaster: the server closed the connection (${code} ${reason})`);
       return;
+    }
+    if (!wasOpen && !this._everConnected && !this._useSse && this._sseUrl !== null) {
+      // Never opened: a proxy may strip WebSocket upgrades. After a few tries, use SSE.
+      this._wsFailures += 1;
+      if (this._wsFailures >= this.options.fallbackAfter) {
+        this._fallBack();
+        this._backoff.reset();
+      }
     }
     const { attempt, kind, delay } = this._backoff.next(policy);
     this._emit("reconnecting", { attempt, kind, delay, code });
