@@ -1,0 +1,92 @@
+"""Where WebSockets cannot go: the ticker page over SSE, and a real EventSource's recovery.
+
+Chromium (Debian's /usr/bin/chromium) runs the shipped pages and client: an
+init script removes `window.WebSocket` before any page script runs, as a
+locked-down browser or a page behind an upgrade-stripping proxy would see it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playwright.async_api import Page
+
+from tests.conftest import StartServer
+from tests.support.servers import wait_until
+
+DEMO = """
+[sources.demo_ticker]
+channel = "tickers.demo"
+symbols = ["AAPL", "MSFT"]
+rate = 50
+
+[api]
+enabled = true
+port = 0
+"""
+
+NEWS = """
+[channels."news"]
+history_size = 100
+
+[api]
+enabled = true
+port = 0
+"""
+
+NO_WEBSOCKET = "delete window.WebSocket;"
+
+
+async def test_ticker_page_shows_live_prices_with_websocket_disabled(
+    serve: StartServer, page: Page, artifacts: Path
+) -> None:
+    """No WebSocket in the page: the client streams over SSE and prices still update."""
+    server = await serve(DEMO)
+    await page.add_init_script(NO_WEBSOCKET)
+    await page.goto(f"http://127.0.0.1:{server.port}/")
+    assert await page.evaluate("typeof window.WebSocket") == "undefined"
+    await page.wait_for_selector("text=AAPL")
+    await page.wait_for_selector("text=MSFT")
+    first_seq = await page.locator("td.seq").first.inner_text()
+    await page.wait_for_function(
+        "(s) => document.querySelector('td.seq').textContent !== s", arg=first_seq
+    )
+    assert float(await page.locator("td.price").first.inner_text()) > 0
+    assert {s.transport_name for s in server.sessions.values()} == {"sse"}
+    await page.screenshot(path=str(artifacts / "ticker-sse.png"))
+
+
+async def test_eventsource_reconnect_recovers_missed_messages_by_last_event_id(
+    serve: StartServer, page: Page
+) -> None:
+    """A plain EventSource whose stream is cut reconnects by itself with Last-Event-ID and
+    gets what was published meanwhile from history: every seq once, in order."""
+    server = await serve(NEWS)
+    await page.goto(f"http://127.0.0.1:{server.port}/examples/")
+    await page.evaluate(
+        """() => {
+            window.seen = []; window.opens = 0;
+            const es = new EventSource("/sse?channel=news");
+            es.onopen = () => { window.opens += 1; };
+            es.onmessage = (ev) => {
+                const msg = JSON.parse(ev.data);
+                if (msg.event === "message") window.seen.push(msg.seq);
+                if (msg.event === "subscribed") window.recovered = msg.recovered;
+            };
+        }"""
+    )
+    await wait_until(lambda: len(server.sessions) == 1, what="the stream to open")
+    for i in range(3):
+        await server.publish("news", i)
+    await page.wait_for_function("() => window.seen.length === 3")
+    # Cut the stream from the server side (a network drop): the browser reconnects after
+    # the retry hint, sending the id of the last event it saw.
+    (session,) = server.sessions.values()
+    session.transport.abort()
+    await wait_until(lambda: not server.sessions, what="the stream to be gone")
+    for i in range(3, 6):
+        await server.publish("news", i)
+    await page.wait_for_function("() => window.seen.length === 6", timeout=15_000)
+    assert await page.evaluate("window.seen") == [1, 2, 3, 4, 5, 6]
+    assert await page.evaluate("window.recovered") is True
+    assert await page.evaluate("window.opens") == 2
