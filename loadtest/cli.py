@@ -88,7 +88,11 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window", type=int, help="closed loop: unacked publishes per publisher")
     g.add_argument("--lead", type=int, help="closed loop: max msgs ahead of slowest subscriber")
     g.add_argument("--drain", type=float, help="seconds allowed for subscribers to catch up")
-    g.add_argument("--client", choices=["picows", "websockets"], help="subscriber client")
+    g.add_argument(
+        "--client",
+        choices=["picows", "websockets", "sse"],
+        help="subscriber client (sse: GET /sse on the API port, via the WebSocket port's redirect)",
+    )
     g.add_argument("--connect-concurrency", type=int, help="handshakes in flight per worker")
     g.add_argument("--stalled-rcvbuf", type=int, help="SO_RCVBUF of stalled clients (bytes)")
     g.add_argument(

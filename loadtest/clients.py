@@ -28,7 +28,13 @@ from websockets.exceptions import ConnectionClosed
 
 from loadtest.accounting import SubscriberRecord
 
-__all__ = ["PicowsSubscriber", "Subscriber", "WebsocketsSubscriber", "make_subscriber"]
+__all__ = [
+    "PicowsSubscriber",
+    "SseSubscriber",
+    "Subscriber",
+    "WebsocketsSubscriber",
+    "make_subscriber",
+]
 
 
 class Subscriber(Protocol):
@@ -274,10 +280,163 @@ class WebsocketsSubscriber:
             self.reader.cancel()
 
 
+_STREAM_BASES: dict[str, tuple[str, int]] = {}
+"""WebSocket URL -> (host, port) of its server's /sse, learnt from one redirect per process."""
+
+
+async def _stream_address(ws_url: str, wait_s: float) -> tuple[str, int]:
+    """Where `GET /sse` lives for the server at `ws_url`: its 307 says (the API port)."""
+    known = _STREAM_BASES.get(ws_url)
+    if known is not None:
+        return known
+    parts = urlsplit(ws_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    async with asyncio.timeout(wait_s):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"GET /sse HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"location":
+            target = urlsplit(value.strip().decode())
+            found = (target.hostname or host, target.port or 80)
+            _STREAM_BASES[ws_url] = found
+            return found
+    raise ConnectionError(f"GET /sse on {host}:{port} did not redirect: {head[:80]!r}")
+
+
+class _SseProtocol(asyncio.Protocol):
+    """Reads one SSE stream: the response head, then each event's `data:` line.
+
+    Every event of broadcaster's stream is one HTTP chunk (core/streams.py), so
+    the chunk-size lines only sit between events and are skipped with them.
+    """
+
+    def __init__(self, owner: SseSubscriber) -> None:
+        self.owner = owner
+        self.on_frame = owner.record.on_frame
+        self.buf = b""
+        self.head = True
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if self.head:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 200"):
+                self.owner.record.on_close(None)
+                self.owner.ready.set()
+                return
+            self.head = False
+            buf = buf[end + 4 :]
+            self.owner.record.connected = True
+        record = self.owner.record
+        pos = 0
+        while True:
+            start = buf.find(b"data: ", pos)
+            if start < 0:
+                break
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            payload = buf[start + 6 : end]
+            pos = end + 2
+            if payload.startswith(b'{"event":"close"'):
+                record.on_close(int(orjson.loads(payload)["code"]))
+                continue
+            self.on_frame(payload)
+        self.buf = buf[pos:]
+        owner = self.owner
+        if record.subscribed and not owner.ready.is_set():
+            owner.ready.set()
+            if owner.throttle is not None:
+                owner.throttle.start = time.monotonic()
+        if owner.throttle is not None:
+            owner.slow_down(record.received)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.record.on_close(self.owner.record.close_code)
+        self.owner.ready.set()
+        self.owner.lost.set()
+
+
+class SseSubscriber:
+    """One subscription over `GET /sse` (callbacks, no task per connection)."""
+
+    def __init__(
+        self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
+    ) -> None:
+        self.url = url
+        self.record = record
+        self.idle = idle
+        self.rcvbuf = rcvbuf
+        self.ready = asyncio.Event()
+        self.lost = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self.throttle = _Throttle(slow_rate, loop) if slow_rate > 0 else None
+        self.transport: asyncio.Transport | None = None
+
+    async def open(self, wait_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(wait_s):
+            host, port = await _stream_address(self.url, wait_s)
+            if self.rcvbuf:
+                sock = small_buffer_socket(self.rcvbuf)
+                await loop.sock_connect(sock, (host, port))
+                transport, _ = await loop.create_connection(lambda: _SseProtocol(self), sock=sock)
+            else:
+                transport, _ = await loop.create_connection(lambda: _SseProtocol(self), host, port)
+            self.transport = transport
+            channel = self.record.channel
+            transport.write(
+                f"GET /sse?channel={channel} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+            )
+            await self.ready.wait()
+        if not self.record.connected or not self.record.subscribed:
+            raise ConnectionError(f"closed before subscribing (code {self.record.close_code})")
+
+    def slow_down(self, received: int) -> None:
+        throttle = self.throttle
+        assert throttle is not None
+        if throttle.paused or self.transport is None:
+            return
+        delay = throttle.delay_after(received)
+        if delay > 0.0:
+            self.transport.pause_reading()
+            throttle.paused = True
+            throttle.resume = throttle.loop.call_later(delay, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        assert self.throttle is not None
+        self.throttle.paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.throttle is not None and self.throttle.resume is not None:
+            self.throttle.resume.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    async def wait_closed(self, wait_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await self.lost.wait()
+
+
 def make_subscriber(
     client: str, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
 ) -> Subscriber:
-    """The subscriber class for ``client`` ("picows" or "websockets")."""
+    """The subscriber class for ``client`` ("picows", "websockets" or "sse")."""
+    if client == "sse":
+        return SseSubscriber(url, record, slow_rate, idle, rcvbuf)
     if client == "picows":
         return PicowsSubscriber(url, record, slow_rate, idle, rcvbuf)
     return WebsocketsSubscriber(url, record, slow_rate, idle, rcvbuf)

@@ -65,7 +65,11 @@ def pin_self(core: int = 1) -> bool:
 
 
 def _plans(
-    scenario: Scenario, url: str, connect_wait: float, more_urls: tuple[str, ...] = ()
+    scenario: Scenario,
+    url: str,
+    connect_wait: float,
+    more_urls: tuple[str, ...] = (),
+    client: str | None = None,
 ) -> list[WorkerPlan]:
     specs = scenario.subscriber_specs()
     urls = (url, *more_urls)
@@ -75,7 +79,7 @@ def _plans(
         WorkerPlan(
             worker=w,
             url=urls[w % len(urls)],
-            client=scenario.client,
+            client=client or scenario.client,
             idle=scenario.idle,
             subscribers=tuple(s for s in specs if s.worker % workers == w),
             channels=tuple(scenario.channel_names),
@@ -150,7 +154,7 @@ async def run_scenario(
         data.sampler = sampler
         sampler.start()
         data.rss_marks["before_connect"] = _rss(sampler)
-        plans = _plans(scenario, target.url, connect_wait, options.subscribe_urls)
+        plans = _plans(scenario, target.url, connect_wait, options.subscribe_urls, spec.client)
         board = Board(len(plans), scenario.channels)
         pool = WorkerPool(plans, board)
         stalled: list[StalledClient] = []

@@ -54,6 +54,18 @@ BUILTIN_TARGETS: dict[str, list[str]] = {
         "{port}",
     ],
     "trivial": ["{python}", "-m", "loadtest.baselines.trivial", "--port", "{port}"],
+    "broadcaster-sse": [
+        "{python}",
+        "-m",
+        "broadcaster",
+        "--log-level",
+        "WARNING",
+        "serve",
+        "--config",
+        "{config}",
+        "--port",
+        "{port}",
+    ],
     "broadcaster": [
         "{python}",
         "-m",
@@ -83,6 +95,8 @@ class TargetSpec:
     label: str
     url: str | None = None
     command: tuple[str, ...] | None = None
+    client: str | None = None
+    """The subscriber client for this target (None: the scenario's `--client`)."""
 
     @property
     def started_by_tool(self) -> bool:
@@ -119,7 +133,9 @@ def parse_target(spec: str) -> TargetSpec:
             raise TargetError(f"refusing non-loopback target {rest!r}: load only 127.0.0.1")
         return TargetSpec(label=label or rest, url=rest)
     if rest in BUILTIN_TARGETS:
-        return TargetSpec(label=label or rest, command=tuple(BUILTIN_TARGETS[rest]))
+        # broadcaster-sse: the same server, its subscribers over SSE (GET /sse).
+        client = "sse" if rest == "broadcaster-sse" else None
+        return TargetSpec(label=label or rest, command=tuple(BUILTIN_TARGETS[rest]), client=client)
     argv = shlex.split(rest)
     if not argv or not any("{port}" in a for a in argv):
         raise TargetError(
@@ -169,6 +185,13 @@ def broadcaster_config(scenario: Scenario, port: int) -> str:
         "max_connections = 0",
         "max_loop_lag = 0",
         "max_subscriptions = 0",
+        "",
+        "# GET /sse and /stream are served on the API port (the WebSocket port redirects).",
+        "[api]",
+        "enabled = true",
+        'host = "127.0.0.1"',
+        "port = 0",
+        "max_connections = 100000",
     ]
     if len(scenario.strategies) > 1:
         for i, name in enumerate(scenario.channel_names):
