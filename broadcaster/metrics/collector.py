@@ -42,6 +42,7 @@ BREAKER_STATES: dict[str, int] = {"closed": 0, "half-open": 1, "open": 2}
 # Family names as declared (counters without `_total`, which the exposition adds).
 METRIC_NAMES: tuple[str, ...] = (
     "broadcaster_connections",
+    "broadcaster_connections_by_transport",
     "broadcaster_subscriptions",
     "broadcaster_messages_published",
     "broadcaster_messages_delivered",
