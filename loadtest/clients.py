@@ -284,7 +284,7 @@ _STREAM_BASES: dict[str, tuple[str, int]] = {}
 """WebSocket URL -> (host, port) of its server's /sse, learnt from one redirect per process."""
 
 
-async def _stream_address(ws_url: str, wait_s: float) -> tuple[str, int]:
+async def stream_address(ws_url: str, wait_s: float) -> tuple[str, int]:
     """Where `GET /sse` lives for the server at `ws_url`: its 307 says (the API port)."""
     known = _STREAM_BASES.get(ws_url)
     if known is not None:
@@ -386,7 +386,7 @@ class SseSubscriber:
     async def open(self, wait_s: float) -> None:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(wait_s):
-            host, port = await _stream_address(self.url, wait_s)
+            host, port = await stream_address(self.url, wait_s)
             if self.rcvbuf:
                 sock = small_buffer_socket(self.rcvbuf)
                 await loop.sock_connect(sock, (host, port))

@@ -169,6 +169,7 @@ async def run_scenario(
                     scenario.stalled,
                     scenario.stalled_rcvbuf,
                     wait_s=min(30.0, connect_wait),
+                    sse=(spec.client or scenario.client) == "sse",
                 )
             data.stalled = stalled
             data.rss_marks["after_connect"] = _rss(sampler)

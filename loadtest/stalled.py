@@ -34,7 +34,40 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from loadtest.clients import stream_address
+
 __all__ = ["StalledClient", "StalledResult", "open_stalled", "tcp_state"]
+
+_SSE_CLOSE = b'{"event":"close","code":'
+
+
+class _SseTail:
+    """Stands in for websockets' `ClientProtocol` on an SSE stream (`--client sse`).
+
+    It only needs to see two events in the bytes: `subscribed` (then the client
+    stops reading) and, read after the run, the server's `close` event with its code.
+    """
+
+    def __init__(self) -> None:
+        self.tail = b""
+        self.subscribed = False
+        self.close_rcvd: Close | None = None
+
+    def receive_data(self, data: bytes) -> None:
+        text = self.tail + data
+        if not self.subscribed and b'"event":"subscribed"' in text:
+            self.subscribed = True
+        at = text.rfind(_SSE_CLOSE)
+        if at >= 0 and self.close_rcvd is None:
+            end = text.find(b"}", at)
+            if end > 0:
+                event = orjson.loads(text[at : end + 1])
+                self.close_rcvd = Close(int(event["code"]), str(event.get("reason", "")))
+        self.tail = text[-256:]
+
+    def events_received(self) -> list[object]:
+        return []
+
 
 TCP_ESTABLISHED = 1
 _TCP_STATES = {
@@ -93,13 +126,18 @@ class StalledResult:
 class StalledClient:
     """One raw-socket subscriber that reads nothing after its ``subscribed`` reply."""
 
-    def __init__(self, index: int, url: str, channel: str, rcvbuf: int) -> None:
+    def __init__(
+        self, index: int, url: str, channel: str, rcvbuf: int, *, sse: bool = False
+    ) -> None:
         self.index = index
         self.url = url
         self.channel = channel
         self.rcvbuf = rcvbuf
         self.sock: socket.socket | None = None
-        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        self.sse: _SseTail | None = _SseTail() if sse else None
+        self.protocol: ClientProtocol | _SseTail = (
+            self.sse if self.sse is not None else ClientProtocol(parse_uri(url), max_size=None)
+        )
         self.subscribed = False
         self.closed_at_ns: int | None = None
         self.close_code: int | None = None
@@ -119,6 +157,10 @@ class StalledClient:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         sock.setblocking(False)
         self.sock = sock
+        if self.sse is not None:
+            await self._open_sse(sock, wait_s)
+            return
+        assert isinstance(self.protocol, ClientProtocol)
         async with asyncio.timeout(wait_s):
             await loop.sock_connect(sock, (parts.hostname or "127.0.0.1", parts.port or 80))
             self.protocol.send_request(self.protocol.connect())
@@ -134,8 +176,25 @@ class StalledClient:
                 await self._read_some()
         # From here on: no recv() until the kernel says the connection ended.
 
+    async def _open_sse(self, sock: socket.socket, wait_s: float) -> None:
+        """`GET /sse?channel=...` on the API port; read until `subscribed`, then stop."""
+        assert self.sse is not None
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(wait_s):
+            host, port = await stream_address(self.url, wait_s)
+            await loop.sock_connect(sock, (host, port))
+            request = f"GET /sse?channel={self.channel} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+            await loop.sock_sendall(sock, request.encode())
+            while not self.sse.subscribed:
+                data = await loop.sock_recv(sock, 65536)
+                if not data:
+                    raise ConnectionError("server closed before the stream started")
+                self.sse.receive_data(data)
+            self.subscribed = True
+
     async def _flush(self) -> None:
         assert self.sock is not None
+        assert isinstance(self.protocol, ClientProtocol)
         loop = asyncio.get_running_loop()
         for data in self.protocol.data_to_send():
             if data:
@@ -143,6 +202,7 @@ class StalledClient:
 
     async def _read_some(self) -> None:
         assert self.sock is not None
+        assert isinstance(self.protocol, ClientProtocol)
         data = await asyncio.get_running_loop().sock_recv(self.sock, 65536)
         if not data:
             raise ConnectionError("server closed during the handshake")
@@ -264,11 +324,11 @@ class StalledClient:
 
 
 async def open_stalled(
-    url: str, channels: list[str], count: int, rcvbuf: int, wait_s: float
+    url: str, channels: list[str], count: int, rcvbuf: int, wait_s: float, *, sse: bool = False
 ) -> list[StalledClient]:
     """Open ``count`` stalled clients over ``channels``; failures are recorded, not raised."""
     clients = [
-        StalledClient(10_000_000 + i, url, channels[i % len(channels)], rcvbuf)
+        StalledClient(10_000_000 + i, url, channels[i % len(channels)], rcvbuf, sse=sse)
         for i in range(count)
     ]
 
