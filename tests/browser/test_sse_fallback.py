@@ -13,6 +13,7 @@ from playwright.async_api import Page
 
 from tests.conftest import StartServer
 from tests.support.servers import wait_until
+from tests.support.sse_client import StreamClient
 
 DEMO = """
 [sources.demo_ticker]
@@ -90,3 +91,25 @@ async def test_eventsource_reconnect_recovers_missed_messages_by_last_event_id(
     assert await page.evaluate("window.seen") == [1, 2, 3, 4, 5, 6]
     assert await page.evaluate("window.recovered") is True
     assert await page.evaluate("window.opens") == 2
+
+
+async def test_dashboard_shows_stream_connections_with_their_transport(
+    serve: StartServer, page: Page
+) -> None:
+    """An SSE reader is a connection like any other on the dashboard, marked `sse`."""
+    server = await serve(NEWS)
+    assert server.api is not None
+    stream = StreamClient(server.api.port, "/sse?channel=news")
+    await stream.connect()
+    try:
+        await stream.read_until(lambda evs: any(e.get("event") == "subscribed" for e in evs))
+        (session,) = server.sessions.values()
+        await page.goto(f"http://127.0.0.1:{server.port}/dashboard")
+        cell = f"#conn-table tr[data-id='{session.id}'] td.l"
+        await page.wait_for_selector(cell)
+        assert "sse" in await page.inner_text(cell)
+        await page.wait_for_function(
+            "() => document.getElementById('k-transports').textContent.includes('1 sse')"
+        )
+    finally:
+        stream.close()
