@@ -33,7 +33,9 @@ PAD = "d" * 1000
 
 def session_of(server: Broadcaster, raw: RawClient) -> ClientSession:
     host, port = raw.sock.getsockname()[:2]
-    return next(s for s in server.sessions.values() if s.remote == f"{host}:{port}")
+    session = next(s for s in server.sessions.values() if s.remote == f"{host}:{port}")
+    assert isinstance(session, ClientSession)
+    return session
 
 
 async def publish_until(server: Broadcaster, done: asyncio.Event) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from broadcaster.server.session import ClientSession
 from tests.conftest import ConnectRaw, StartServer
 from tests.support.clients import open_client
 from tests.support.servers import wait_until
@@ -19,6 +20,7 @@ async def test_client_that_answers_pings_stays_connected(serve: StartServer) -> 
     server = await serve(server_toml=FAST_KEEPALIVE)
     client = await open_client(server.url)
     (session,) = server.sessions.values()
+    assert isinstance(session, ClientSession)
     # Wait for several pings to have been answered: websockets measured the latency.
     await wait_until(lambda: session.ws.latency > 0, what="a pong")
     first_ping = session.last_ping
@@ -35,6 +37,7 @@ async def test_client_that_never_answers_is_closed_and_forgotten(
     server = await serve(server_toml=FAST_KEEPALIVE)
     await connect_raw(server.port)  # handshakes, then never reads or answers again
     (session,) = server.sessions.values()
+    assert isinstance(session, ClientSession)
     ws = session.ws
     await wait_until(lambda: not server.sessions, what="the silent client to be dropped")
     await wait_until(ws.connection_lost_waiter.done, what="its TCP connection to end")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from broadcaster.server.app import Broadcaster
+from broadcaster.server.session import ClientSession
 from tests.conftest import ConnectRaw, StartServer
 from tests.support.clients import open_client
 from tests.support.servers import slow_consumer_disconnects, wait_until
@@ -74,6 +75,7 @@ async def test_client_that_never_reads_again_is_aborted(
     stalled = await connect_raw(server.port)
     await stalled.subscribe("live")
     (session,) = server.sessions.values()
+    assert isinstance(session, ClientSession)
     ws = session.ws
     done = asyncio.Event()
     publisher = asyncio.create_task(publish_until(server, "live", done))

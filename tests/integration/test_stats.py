@@ -31,7 +31,9 @@ PAD = "p" * 1000
 
 def session_of(server: Broadcaster, raw: RawClient) -> ClientSession:
     host, port = raw.sock.getsockname()[:2]
-    return next(s for s in server.sessions.values() if s.remote == f"{host}:{port}")
+    session = next(s for s in server.sessions.values() if s.remote == f"{host}:{port}")
+    assert isinstance(session, ClientSession)
+    return session
 
 
 async def test_stats_document_has_server_channel_and_connection_detail(

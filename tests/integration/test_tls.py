@@ -22,6 +22,7 @@ from websockets.exceptions import InvalidMessage
 
 from broadcaster.errors import ConfigError
 from broadcaster.server.app import Broadcaster
+from broadcaster.server.session import ClientSession
 from tests.conftest import StartServer
 from tests.support.clients import JsonClient
 from tests.support.security import TlsFiles, make_tls, tls_client_context
@@ -132,6 +133,7 @@ async def test_a_slow_consumer_over_tls_is_cut_off_with_4008(
     await healthy.subscribe("live")
     stalled = await stalled_tls_subscriber(server, context, "live")
     session = next(s for s in server.sessions.values() if s.outbox.subscriptions and s.id != 1)
+    assert isinstance(session, ClientSession)
     sock = session.ws.transport.get_extra_info("socket")
     assert sock is not None, "the SSL transport reaches its socket"
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= 2 * 4096  # Linux doubles it
