@@ -173,7 +173,8 @@ class SseSession(Subscriber):
         the transport (`_Watch`), the end by `close` or the connection's loss."""
         self._wake = self.loop.create_future()
         try:
-            await self._wake
+            if not self.closing:  # a refused token closes before the stream runs
+                await self._wake
         except asyncio.CancelledError:
             if not self.closing:
                 raise

@@ -22,6 +22,7 @@ from broadcaster.server.app import Broadcaster
 from tests.conftest import StartServer
 from tests.support.http import http_get_json
 from tests.support.metrics import scrape
+from tests.support.security import SECRET, hs256
 from tests.support.servers import TEST_SERVER_TOML, slow_consumer_disconnects, wait_until
 from tests.support.sse_client import StreamClient
 
@@ -400,3 +401,44 @@ async def test_stats_and_metrics_show_the_transport(
     assert metrics.value("broadcaster_connections_by_transport", transport="sse") == 1
     assert metrics.value("broadcaster_connections_by_transport", transport="ndjson") == 1
     assert metrics.value("broadcaster_connections_by_transport", transport="websocket") == 0
+
+
+# --- auth ----------------------------------------------------------------------------
+
+AUTH = f"""
+[auth]
+enabled = true
+algorithms = ["HS256"]
+secret = "{SECRET}"
+
+[channels."private.*"]
+subscribe = "token"
+"""
+
+
+async def test_stream_token_rules_are_those_of_ws(
+    serve: StartServer, open_stream: OpenStream
+) -> None:
+    """No token for a token channel: 403; a bad token: 401; a valid one streams until it
+    expires, then the stream ends with `close` 1008 "token expired"."""
+    server = await serve(API + AUTH)
+    assert server.api is not None
+    status, body = await http_get_json(server.api.port, "/sse?channel=private.a")
+    assert (status, body["error"]) == (403, "forbidden")
+    status, body = await http_get_json(
+        server.api.port, "/sse?channel=private.a&token=" + hs256(ttl=-5)
+    )
+    assert (status, body["error"]) == (401, "unauthorized")
+    assert "expired" in body["message"]
+    client = await open_stream(
+        server, "/sse?channel=private.a&token=" + hs256(ttl=0.5, subscribe=["private.*"])
+    )
+    await client.read_until(subscribed("private.a"))
+    await server.publish("private.a", 1)
+    await client.read_to_end()
+    assert [m["data"] for m in client.messages()] == [1]
+    (error,) = client.named("error")
+    assert error["code"] == "unauthorized"
+    (end,) = client.named("close")
+    assert (end["code"], end["reason"]) == (1008, "token expired")
+    assert client.retries[-1] == 60_000, "a policy close: come back much later, if at all"

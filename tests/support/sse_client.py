@@ -65,7 +65,7 @@ class StreamClient:
             self.sock, self.conn.send(request) + self.conn.send(h11.EndOfMessage())
         )
         while not self.status:
-            if not await self.read_once(5.0):
+            if not await self.read_once(5.0) and not self.status:
                 raise ConnectionError("the server closed the connection before answering")
         return self
 
