@@ -61,7 +61,7 @@ half_open_per_ip = 32          # ... per address -> HTTP 429
 # [admin]                      # /stats, /dashboard, /metrics, $sys.*: loopback only without it
 # token_env = "BROADCASTER_ADMIN_TOKEN"
 
-[api]                          # HTTP publish API: POST /api/publish
+[api]                          # HTTP API: POST /api/publish, and the streams GET /sse, /stream
 enabled = true
 host = "127.0.0.1"             # no keys below: anyone who can reach it may publish; keep it private
 port = 8766
