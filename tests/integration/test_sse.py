@@ -442,3 +442,21 @@ async def test_stream_token_rules_are_those_of_ws(
     (end,) = client.named("close")
     assert (end["code"], end["reason"]) == (1008, "token expired")
     assert client.retries[-1] == 60_000, "a policy close: come back much later, if at all"
+
+
+async def test_streams_count_against_the_admission_limits_of_ws(
+    serve: StartServer, open_stream: OpenStream
+) -> None:
+    """One more stream than `max_connections` is refused 503 + Retry-After, as on /ws, and
+    the place is given back when the stream ends."""
+    server = await serve(API + CHANNELS + "\n[limits]\nmax_connections = 1\n")
+    assert server.api is not None
+    first = await open_stream(server, "/sse?channel=news")
+    await first.read_until(subscribed("news"))
+    status, body = await http_get_json(server.api.port, "/sse?channel=news")
+    assert (status, body["error"]) == (503, "unavailable")
+    assert body["retry_after"] > 0
+    first.close()
+    await wait_until(lambda: server.admission.open == 0, what="the place to be given back")
+    again = await open_stream(server, "/stream?channel=news", ndjson=True)
+    await again.read_until(subscribed("news"))
