@@ -11,7 +11,9 @@ soon holds the backlog and the channel's strategy decides what survives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -19,11 +21,16 @@ from urllib.parse import quote
 import pytest
 
 from broadcaster.server.app import Broadcaster
-from tests.conftest import StartServer
+from tests.conftest import StartProcess, StartServer
 from tests.support.http import http_get_json
 from tests.support.metrics import scrape
 from tests.support.security import SECRET, hs256
-from tests.support.servers import TEST_SERVER_TOML, slow_consumer_disconnects, wait_until
+from tests.support.servers import (
+    TEST_SERVER_TOML,
+    free_port,
+    slow_consumer_disconnects,
+    wait_until,
+)
 from tests.support.sse_client import StreamClient
 
 API = """
@@ -460,3 +467,36 @@ async def test_streams_count_against_the_admission_limits_of_ws(
     await wait_until(lambda: server.admission.open == 0, what="the place to be given back")
     again = await open_stream(server, "/stream?channel=news", ndjson=True)
     await again.read_until(subscribed("news"))
+
+
+async def test_sigterm_ends_streams_with_1001_and_a_retry_hint(serve_process: StartProcess) -> None:
+    """`broadcaster serve` on SIGTERM: each stream gets `retry:` and `close` 1001, then its
+    last chunk (a clean end, not a reset), and the process exits 0."""
+    api_port = free_port()
+    proc = await serve_process(
+        TEST_SERVER_TOML.replace("port = 0", "")
+        + CHANNELS
+        + f'\n[api]\nenabled = true\nhost = "127.0.0.1"\nport = {api_port}\n'
+    )
+
+    def api_listening() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", api_port), 0.2):
+            return True
+        return False
+
+    await wait_until(api_listening, what="the API port")
+    client = StreamClient(api_port, "/sse?channel=news")
+    try:
+        await client.connect()
+        await client.read_until(subscribed("news"))
+        proc.terminate()
+        await client.read_to_end()
+        (end,) = client.named("close")
+        assert (end["code"], end["reason"]) == (1001, "server shutting down")
+        assert client.retries[-1] == 2000
+        assert client.ended, "the last chunk arrived"
+        assert not client.reset
+        code, _output = await proc.wait_exit()
+        assert code == 0
+    finally:
+        client.close()
