@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from broadcaster.core.message import Message
     from broadcaster.core.subscription import Subscription
 
-__all__ = ["DEFAULT_WRITE_BUDGET", "SAMPLE_EVERY", "Outbox"]
+__all__ = ["DEFAULT_WRITE_BUDGET", "SAMPLE_EVERY", "FramedOutbox", "Outbox"]
 
 # Bytes of data frames taken per batch: bounds what can sit in the transport
 # uncounted if the kernel stops taking bytes mid-batch (tens of KB).
@@ -179,8 +179,7 @@ class Outbox:
                     self._countdown = SAMPLE_EVERY
                     self.sample_channel = sub.channel
                     self.sample_created = message.created
-                frame_of = self._frame_of
-                batch = [message.frame if frame_of is None else frame_of(message, sub.channel)]
+                batch = [message.frame]
                 seg_subs.append(sub)
                 seg_starts.append(0)
                 self._last_batch = batch
@@ -336,6 +335,66 @@ class Outbox:
             if remaining <= 0:
                 break
         return held
+
+
+class FramedOutbox(Outbox):
+    """An outbox whose transport writes other bytes than `Message.frame` (SSE, NDJSON).
+
+    It has its own copy of `take_batch`'s one-message fast path, so that the
+    WebSocket outbox's, the hot path of every delivery, checks nothing for
+    it; anything else goes through `Outbox.take_batch`, whose general path
+    takes the messages' bytes with `frame_of` (`_take_framed`).
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        id: int,
+        *,
+        on_schedule: Callable[[Outbox], None],
+        write_now: Callable[[Outbox], None] | None = None,
+        framer: Callable[[bytes], bytes] = _identity,
+        frame_of: Callable[[Message, Channel], bytes],
+        budget: int = DEFAULT_WRITE_BUDGET,
+    ) -> None:
+        super().__init__(
+            id,
+            on_schedule=on_schedule,
+            write_now=write_now,
+            framer=framer,
+            frame_of=frame_of,
+            budget=budget,
+        )
+
+    def take_batch(self, now: float = 0.0) -> list[bytes]:
+        subs = self.subscriptions
+        if len(subs) == 1 and not (self.control or self.blocked or self.closed or self.timed):
+            (sub,) = subs.values()
+            items = sub.items
+            if len(items) == 1 and not sub.index and not sub.preloaded:
+                # Outbox.take_batch's fast path, with this transport's bytes.
+                self.scheduled = False
+                self.wake_at = None
+                self._more = False
+                seg_subs = self._seg_subs
+                seg_starts = self._seg_starts
+                seg_subs.clear()
+                seg_starts.clear()
+                message = items.popleft()
+                self._countdown -= 1
+                if self._countdown <= 0:
+                    self._countdown = SAMPLE_EVERY
+                    self.sample_channel = sub.channel
+                    self.sample_created = message.created
+                frame_of = self._frame_of
+                assert frame_of is not None
+                batch = [frame_of(message, sub.channel)]
+                seg_subs.append(sub)
+                seg_starts.append(0)
+                self._last_batch = batch
+                return batch
+        return super().take_batch(now)
 
 
 def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int) -> int:

@@ -53,7 +53,7 @@ from broadcaster.core.ops import (
     Unsubscribe,
     parse_op,
 )
-from broadcaster.core.outbox import Outbox
+from broadcaster.core.outbox import FramedOutbox, Outbox
 from broadcaster.core.policy import ChannelPolicy
 from broadcaster.errors import PublishError, TooManyChannels
 from broadcaster.security.access import (
@@ -112,14 +112,19 @@ class Subscriber:
         self.connected_mono = self.loop.time()
         self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.ip = peer_ip(peer)
-        self.outbox = Outbox(
-            session_id,
-            # Called per subscriber per message: a C-level partial and a bound
-            # method keep the Python frames on that path to the minimum.
-            on_schedule=functools.partial(app.scheduler.schedule, self),
-            write_now=self.flush,
-            framer=framer,
-            frame_of=frame_of,
+        # Called per subscriber per message: a C-level partial and a bound
+        # method keep the Python frames on that path to the minimum.
+        on_schedule = functools.partial(app.scheduler.schedule, self)
+        self.outbox = (
+            Outbox(session_id, on_schedule=on_schedule, write_now=self.flush, framer=framer)
+            if frame_of is None
+            else FramedOutbox(
+                session_id,
+                on_schedule=on_schedule,
+                write_now=self.flush,
+                framer=framer,
+                frame_of=frame_of,
+            )
         )
         self.closing = False
         self._transport = transport

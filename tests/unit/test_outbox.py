@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from broadcaster.core.outbox import DEFAULT_WRITE_BUDGET, Outbox
+from broadcaster.core.outbox import DEFAULT_WRITE_BUDGET, FramedOutbox, Outbox
 from broadcaster.core.policy import ChannelPolicy
 from broadcaster.core.strategies import Strategy
 from tests.unit.support import Rig, data_seqs
@@ -142,6 +142,26 @@ def test_control_goes_through_the_framer_and_data_does_not() -> None:
     message = rig.publish(1)[0]
     assert outbox.take_batch() == [b"F" + PONG, message.frame]
     assert framed == [PONG]
+
+
+def test_framed_outbox_writes_its_transports_bytes_on_every_path() -> None:
+    """A stream outbox takes each message's bytes from `frame_of`, control through the
+    framer: alone (the one-message fast path) and in a batch (the general path)."""
+    outbox = FramedOutbox(
+        1,
+        on_schedule=lambda _o: None,
+        framer=lambda payload: b"C" + payload,
+        frame_of=lambda message, channel: b"S%d@%b" % (message.seq, channel.name.encode()),
+    )
+    rig = Rig()
+    rig.hub.unsubscribe(rig.outbox, "c")
+    rig.hub.subscribe(outbox, rig.channel)
+    rig.publish(1)
+    assert outbox.take_batch() == [b"S1@c"]
+    outbox.written(0)
+    outbox.send_control(PONG)
+    rig.publish(2)
+    assert outbox.take_batch() == [b"C" + PONG, b"S2@c", b"S3@c"]
 
 
 def test_batch_joins_all_subscriptions_in_subscription_order() -> None:
