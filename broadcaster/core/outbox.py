@@ -81,11 +81,10 @@ class Outbox:
         on_schedule: Callable[[Outbox], None],
         write_now: Callable[[Outbox], None] | None = None,
         framer: Callable[[bytes], bytes] = _identity,
-        frame_of: Callable[[Message, Channel], bytes] | None = None,
         budget: int = DEFAULT_WRITE_BUDGET,
     ) -> None:
-        """`framer` frames control events; `frame_of` picks a message's bytes for this
-        transport (None: `Message.frame`, the WebSocket frame built at publish)."""
+        """`framer` frames control events; data goes out as `Message.frame`, the
+        WebSocket frame built at publish (`FramedOutbox`: other bytes)."""
         self.id = id
         self.subscriptions: dict[str, Subscription] = {}
         self.control: list[bytes] = []
@@ -98,9 +97,8 @@ class Outbox:
         self.closed = False
         self.budget = budget
         self._framer = framer
-        self._frame_of = frame_of
-        # Chosen once here, not per message: the WebSocket path stays as it was.
-        self._take = _take if frame_of is None else functools.partial(_take_framed, frame_of)
+        self._frame_of: Callable[[Message, Channel], bytes] | None = None
+        self._take: Callable[[Subscription, list[bytes], int, int], int] = _take
         self._on_schedule = on_schedule
         self._write_now = write_now
         self._seg_subs: list[Subscription] = []
@@ -359,13 +357,11 @@ class FramedOutbox(Outbox):
         budget: int = DEFAULT_WRITE_BUDGET,
     ) -> None:
         super().__init__(
-            id,
-            on_schedule=on_schedule,
-            write_now=write_now,
-            framer=framer,
-            frame_of=frame_of,
-            budget=budget,
+            id, on_schedule=on_schedule, write_now=write_now, framer=framer, budget=budget
         )
+        self._frame_of = frame_of
+        # Chosen once here, not per message or per batch.
+        self._take = functools.partial(_take_framed, frame_of)
 
     def take_batch(self, now: float = 0.0) -> list[bytes]:
         subs = self.subscriptions
