@@ -101,7 +101,7 @@ class Hub:
         """Attach a new subscription of `outbox` to `channel` (the caller checked it is new)."""
         sub = Subscription(channel, outbox, watch=self.behind, now=now, max_rate=max_rate)
         outbox.subscriptions[channel.name] = sub
-        channel.subscriptions.append(sub)
+        channel.subscriptions[sub] = None
         if len(channel.subscriptions) == 1 and self._on_channel_active is not None:
             self._on_channel_active(channel)
         return sub
@@ -195,7 +195,7 @@ class Hub:
         sub.discard()
         subs = sub.channel.subscriptions
         if sub in subs:
-            subs.remove(sub)
+            del subs[sub]
             if not subs:
                 if self.idle_ttl:
                     self._idle[sub.channel.name] = (None, 0)
