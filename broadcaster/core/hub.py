@@ -67,6 +67,8 @@ class Hub:
         """Channels freed so far (it also names the epoch of channels created since)."""
         self.retired: dict[str, ChannelCounters] = {}
         """The counters of freed channels, summed per metrics label."""
+        self._ticked: float | None = None
+        """When `tick` last ran: each tick charges full block subscriptions the time since."""
         # name -> (when it was first seen unused, its published count then);
         # None: seen unused since the last sweep, stamped by the next one.
         self._idle: dict[str, tuple[float | None, int]] = {}
@@ -120,12 +122,21 @@ class Hub:
             self._detach(sub)
 
     def tick(self, now: float) -> list[Outbox]:
-        """Drop every connection with a subscription behind for too long; return their outboxes.
+        """Drop every connection with a subscription behind for too long, or holding a block
+        channel's publishers too much of the time (`SlowConsumerRule`); return their outboxes.
 
         Each one is counted as a slow-consumer disconnect on the channel that
         was behind, and everything it held is freed at once; the adapter then
         closes the connection with 4008.
         """
+        # A full subscription of a block channel is what its publishers wait
+        # for: charge it the time since the last tick (sampled, so a sweep
+        # costs per subscriber behind, nothing on the hot path).
+        seconds = 0.0 if self._ticked is None else max(0.0, now - self._ticked)
+        self._ticked = now
+        for sub in self.behind:
+            if sub.full:
+                sub.slow.blocked(now, seconds)
         # Earliest first, then by name: a connection behind on several channels
         # is counted once, on the channel that has been behind the longest.
         expired = sorted(

@@ -13,6 +13,7 @@ import enum
 import fnmatch
 from dataclasses import dataclass, field, replace
 
+from broadcaster.core.slow_consumer import DEFAULT_BLOCKING_SHARE
 from broadcaster.core.strategies import Strategy
 
 __all__ = ["DEFAULT_LABEL", "Access", "ChannelPolicy", "PolicyTable"]
@@ -56,6 +57,10 @@ class ChannelPolicy:
     or high // 2 when the high watermark is at or below that)."""
     slow_consumer_timeout: float = 5.0
     """Seconds at or above the high watermark before close 4008 (default 5.0)."""
+    slow_consumer_share: float = DEFAULT_BLOCKING_SHARE
+    """Block channels: the share of time (> 0, <= 1) a subscriber may keep publishers
+    waiting (its queue full), measured over about `slow_consumer_timeout` seconds,
+    before close 4008 (default 0.5; 1 = only the watermark rule)."""
     history_size: int = 0
     """Messages kept for `since` recovery (default 0: none)."""
     history_ttl: float = 300.0
@@ -120,6 +125,13 @@ class ChannelPolicy:
         if not self.slow_consumer_timeout > 0:
             found.append(
                 ("slow_consumer_timeout", f"seconds > 0, got {self.slow_consumer_timeout}")
+            )
+        if not 0 < self.slow_consumer_share <= 1:
+            found.append(
+                (
+                    "slow_consumer_share",
+                    f"a fraction > 0 and <= 1, got {self.slow_consumer_share}",
+                )
             )
         if self.history_size < 0:
             found.append(("history_size", f"an integer >= 0, got {self.history_size}"))

@@ -249,6 +249,40 @@ def test_every_strategy_drops_a_slow_consumer(strategy: Strategy) -> None:
     assert rig.hub.tick(now=6.5) == [rig.outbox]
 
 
+def trickle_until_cut(rig: Rig, *, steps: int, full_every: int) -> int:
+    """Every 0.1 s the subscriber reads its whole queue and the publisher refills it at once;
+    at one tick in `full_every` it is still full. The step it was cut at, or -1."""
+    for step in range(1, steps + 1):
+        now = step * 0.1
+        rig.drain()
+        if step % full_every == 0:
+            for _ in range(rig.channel.policy.queue_size):
+                if rig.sub.full:
+                    break
+                rig.publish(1, created=now)
+        if rig.hub.tick(now):
+            return step
+    return -1
+
+
+def test_trickle_reader_holding_a_block_channel_is_cut() -> None:
+    """It dips under the watermark every 0.1 s, restarting that clock, but keeps the
+    publisher waiting nearly all the time: cut within a bound, counted on its channel."""
+    rig = Rig(ChannelPolicy(strategy=Strategy.BLOCK, queue_size=4, slow_consumer_timeout=1.0))
+    cut_at = trickle_until_cut(rig, steps=200, full_every=1)
+    assert 0 < cut_at <= 15
+    assert rig.outbox.closed
+    assert rig.channel.counters.slow_consumer_disconnects == 1
+    assert rig.channel.has_room()
+
+
+def test_block_subscriber_full_a_third_of_the_time_is_kept() -> None:
+    """Holding the publisher less than slow_consumer_share of the time is the block contract."""
+    rig = Rig(ChannelPolicy(strategy=Strategy.BLOCK, queue_size=4, slow_consumer_timeout=1.0))
+    assert trickle_until_cut(rig, steps=2_000, full_every=3) == -1
+    assert not rig.outbox.closed
+
+
 def test_slow_consumer_is_freed_at_once() -> None:
     """Everything held for a slow consumer is freed and counted as dropped (disconnected)."""
     rig = slow_rig(4)
