@@ -28,9 +28,16 @@ class Hub:
     the periodic `tick(now)` looks only at subscribers that are behind.
 
     Channels are created by any name a client or publisher uses, so they must
-    also go: `sweep_idle(now)` frees a channel that has had no subscriber, no
-    publish and no pin for `idle_ttl` seconds (at least its `history_ttl` when
-    it keeps history, so retained messages stay recoverable). Its counters are
+    also go. A channel that keeps no messages (no history, no snapshot) holds
+    nothing a later subscriber could use, so it is freed as soon as nothing
+    uses it: its last subscriber leaves, or its last pin goes (`unpin`: a
+    subscribe that waited on the broker, a publish). Otherwise a client
+    subscribing and unsubscribing invented names filled `max_channels` in
+    seconds for everyone, for minutes. The others are freed by
+    `sweep_idle(now)` after no subscriber, no publish and no pin for
+    `idle_ttl` seconds (at least their `history_ttl` when they keep history,
+    so retained messages stay recoverable). With `idle_ttl` 0 no channel is
+    ever freed. Its counters are
     added to `retired` under its metrics label, so totals never go backwards;
     `on_channel_freed` lets the broker forget its state. A channel created
     after any channel was freed gets a new epoch (`<epoch>.<frees so far>`):
@@ -88,6 +95,15 @@ class Hub:
             if self._on_channel_created is not None:
                 self._on_channel_created(channel)
         return channel
+
+    def pin(self, channel: Channel) -> None:
+        """Hold `channel` across an await (it is not freed meanwhile): pair with `unpin`."""
+        channel.pins += 1
+
+    def unpin(self, channel: Channel) -> None:
+        """Release a pin; a channel that keeps no messages and is now unused is freed."""
+        channel.pins -= 1
+        self._free_if_unused(channel)
 
     def add_outbox(self, outbox: Outbox) -> None:
         self.outboxes[outbox.id] = outbox
@@ -191,6 +207,18 @@ class Hub:
                 idle[name] = (since, published)
         return freed
 
+    def _free_if_unused(self, channel: Channel) -> None:
+        """Free `channel` now if it keeps no messages and nothing uses it (see the class)."""
+        if (
+            self.idle_ttl
+            and not channel.subscriptions
+            and not channel.pins
+            and not channel.policy.keeps_messages
+            and self.channels.get(channel.name) is channel
+        ):
+            self._idle.pop(channel.name, None)
+            self._free(channel)
+
     def _free(self, channel: Channel) -> None:
         del self.channels[channel.name]
         self.freed += 1
@@ -208,7 +236,9 @@ class Hub:
         if sub in subs:
             del subs[sub]
             if not subs:
+                channel = sub.channel
                 if self.idle_ttl:
-                    self._idle[sub.channel.name] = (None, 0)
+                    self._idle[channel.name] = (None, 0)
                 if self._on_channel_idle is not None:
-                    self._on_channel_idle(sub.channel)
+                    self._on_channel_idle(channel)
+                self._free_if_unused(channel)

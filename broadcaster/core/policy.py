@@ -99,6 +99,12 @@ class ChannelPolicy:
         half = self.queue_size // 2
         return half if half < self.high else self.high // 2
 
+    @property
+    def keeps_messages(self) -> bool:
+        """Whether a channel of this policy holds messages for later subscribers (history
+        for `since`, or a snapshot): only such a channel is worth keeping while unused."""
+        return self.history_size > 0 or self.snapshot
+
     def kept_unused(self, idle_ttl: float) -> float:
         """Seconds a channel of this policy is kept unused: `idle_ttl`, but at least
         `history_ttl` when it keeps history, so retained messages stay recoverable."""
