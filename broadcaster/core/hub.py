@@ -10,10 +10,12 @@ from broadcaster.core.outbox import Outbox
 from broadcaster.core.policy import PolicyTable
 from broadcaster.core.subscription import Subscription
 
-__all__ = ["IDLE_SWEEP_BUDGET", "Hub"]
+__all__ = ["IDLE_SWEEP_BUDGET", "RESTING_MAX", "Hub"]
 
 # Idle candidates one `sweep_idle` call looks at: a few milliseconds of work.
 IDLE_SWEEP_BUDGET = 2_000
+# Seqs remembered of channels freed early (about 200 bytes each, not a channel's 1 KB).
+RESTING_MAX = 10_000
 
 
 class Hub:
@@ -33,17 +35,22 @@ class Hub:
     uses it: its last subscriber leaves, or its last pin goes (`unpin`: a
     subscribe that waited on the broker, a publish). Otherwise a client
     subscribing and unsubscribing invented names filled `max_channels` in
-    seconds for everyone, for minutes. The others are freed by
-    `sweep_idle(now)` after no subscriber, no publish and no pin for
-    `idle_ttl` seconds (at least their `history_ttl` when they keep history,
-    so retained messages stay recoverable). With `idle_ttl` 0 no channel is
-    ever freed. Its counters are
-    added to `retired` under its metrics label, so totals never go backwards;
-    `on_channel_freed` lets the broker forget its state. A channel created
-    after any channel was freed gets a new epoch (`<epoch>.<frees so far>`):
-    a name used again starts at seq 1, and clients must see a new epoch then.
-    Idle candidates are kept in their own map, so a sweep costs per idle
-    channel, not per channel.
+    seconds for everyone, for minutes. Freeing early must not change what
+    clients see, so the name's epoch and seq are remembered (`resting`, at
+    most `RESTING_MAX`, oldest forgotten first) and the channel created again
+    under that name goes on from them.
+
+    The others are freed by `sweep_idle(now)` after no subscriber, no publish
+    and no pin for `idle_ttl` seconds (at least their `history_ttl` when they
+    keep history, so retained messages stay recoverable); idle candidates are
+    kept in their own map, so a sweep costs per idle channel, not per
+    channel. With `idle_ttl` 0 no channel is ever freed.
+
+    A freed channel's counters are added to `retired` under its metrics
+    label, so totals never go backwards; `on_channel_freed` lets the broker
+    forget its state. A channel created after any channel was freed (and not
+    resting) gets a new epoch (`<epoch>.<frees so far>`): a name used again
+    starts at seq 1, and clients must see a new epoch then.
     """
 
     def __init__(
@@ -74,6 +81,8 @@ class Hub:
         """Channels freed so far (it also names the epoch of channels created since)."""
         self.retired: dict[str, ChannelCounters] = {}
         """The counters of freed channels, summed per metrics label."""
+        self.resting: dict[str, tuple[str, int]] = {}
+        """Channels freed early: name -> (epoch, last_seq), oldest first."""
         self._ticked: float | None = None
         """When `tick` last ran: each tick charges full block subscriptions the time since."""
         # name -> (when it was first seen unused, its published count then);
@@ -87,8 +96,13 @@ class Hub:
             policy = self.policies.resolve(name)
             if policy is None:
                 return None
-            epoch = f"{self.epoch}.{self.freed}" if self.freed else self.epoch
-            channel = Channel(name, policy, epoch=epoch, created=now)
+            resting = self.resting.pop(name, None)
+            if resting is not None:
+                epoch, last_seq = resting
+            else:
+                epoch = f"{self.epoch}.{self.freed}" if self.freed else self.epoch
+                last_seq = 0
+            channel = Channel(name, policy, epoch=epoch, last_seq=last_seq, created=now)
             self.channels[name] = channel
             if self.idle_ttl:
                 self._idle[name] = (None, 0)
@@ -218,6 +232,10 @@ class Hub:
         ):
             self._idle.pop(channel.name, None)
             self._free(channel)
+            resting = self.resting
+            resting[channel.name] = (channel.epoch, channel.last_seq)
+            if len(resting) > RESTING_MAX:
+                del resting[next(iter(resting))]
 
     def _free(self, channel: Channel) -> None:
         del self.channels[channel.name]

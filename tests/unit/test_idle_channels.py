@@ -12,7 +12,7 @@ at seq 0 under a new epoch, and the freed channel's counts stay in
 from __future__ import annotations
 
 from broadcaster.core.channel import Channel
-from broadcaster.core.hub import Hub
+from broadcaster.core.hub import RESTING_MAX, Hub
 from broadcaster.core.policy import ChannelPolicy, PolicyTable
 from broadcaster.core.strategies import Strategy
 from tests.unit.support import Connection, make_message
@@ -279,3 +279,34 @@ def test_idle_ttl_0_never_frees_early_either() -> None:
     hub.pin(hub.channels["c"])
     hub.unpin(hub.channels["c"])
     assert freed == []
+
+
+def test_a_channel_freed_early_goes_on_from_its_seq_and_epoch() -> None:
+    """Freeing early is invisible to clients: the same name used again continues its seq
+    under the same epoch (a publisher's seqs still grow by 1, a returning subscriber
+    sees no false gap)."""
+    hub, freed = idle_hub(PolicyTable())
+    channel = channel_of(hub, "c")
+    hub.pin(channel)
+    publish(channel, 3)
+    hub.unpin(channel)
+    assert freed == ["c"]
+    again = channel_of(hub, "c")
+    assert again is not channel
+    assert (again.epoch, again.last_seq) == (channel.epoch, 3)
+    assert "c" not in hub.resting
+
+
+def test_resting_seqs_are_bounded_oldest_forgotten_first() -> None:
+    """An abuser inventing names cannot grow the remembered seqs without bound; a forgotten
+    name starts at seq 0 under a new epoch, like any freed channel."""
+    hub, _ = idle_hub(PolicyTable())
+    for index in range(RESTING_MAX + 1):
+        channel = channel_of(hub, f"c{index}")
+        hub.pin(channel)
+        publish(channel)
+        hub.unpin(channel)
+    assert len(hub.resting) == RESTING_MAX
+    forgotten, kept = channel_of(hub, "c0"), channel_of(hub, "c1")
+    assert (forgotten.last_seq, kept.last_seq) == (0, 1)
+    assert forgotten.epoch != kept.epoch
