@@ -31,6 +31,7 @@ queue_size = 256               # messages per subscription
 # high_watermark = 256         # default: queue_size
 # low_watermark = 128          # default: queue_size / 2
 slow_consumer_timeout = 5.0    # seconds at or above the high watermark -> close 4008
+slow_consumer_share = 0.5      # block: share of time a subscriber may hold publishers -> 4008
 
 [channels."tickers.*"]          # a slow browser gets the latest price of every symbol
 strategy = "conflate"

@@ -28,6 +28,7 @@ POLICY_KEYS: KeyTypes = {
     "high_watermark": int,
     "low_watermark": int,
     "slow_consumer_timeout": (int, float),
+    "slow_consumer_share": (int, float),
     "history_size": int,
     "history_ttl": (int, float),
     "conflate_key": str,
@@ -110,7 +111,7 @@ def channel_policy(
                     " | ".join(f'"{choice.value}"' for choice in choices),
                     value,
                 ) from None
-        elif key in ("slow_consumer_timeout", "history_ttl", "max_rate"):
+        elif key in ("slow_consumer_timeout", "slow_consumer_share", "history_ttl", "max_rate"):
             kwargs[key] = float(value)
         else:
             kwargs[key] = value

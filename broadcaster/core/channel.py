@@ -112,7 +112,10 @@ class Channel:
         self.policy = policy
         self.epoch = epoch
         self.last_seq = last_seq
-        self.subscriptions: list[Subscription] = []
+        self.subscriptions: dict[Subscription, None] = {}
+        """The local subscriptions in attach order (a dict used as an ordered set):
+        fan-out iterates it as fast as a list, and a detach is O(1) where a list's
+        `remove` scanned it (shedding 40,000 subscribers newest-first took 15 s)."""
         self.counters = ChannelCounters()
         self.full_count = 0
         self.pins = 0

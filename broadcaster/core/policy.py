@@ -13,6 +13,7 @@ import enum
 import fnmatch
 from dataclasses import dataclass, field, replace
 
+from broadcaster.core.slow_consumer import DEFAULT_BLOCKING_SHARE
 from broadcaster.core.strategies import Strategy
 
 __all__ = ["DEFAULT_LABEL", "Access", "ChannelPolicy", "PolicyTable"]
@@ -56,6 +57,10 @@ class ChannelPolicy:
     or high // 2 when the high watermark is at or below that)."""
     slow_consumer_timeout: float = 5.0
     """Seconds at or above the high watermark before close 4008 (default 5.0)."""
+    slow_consumer_share: float = DEFAULT_BLOCKING_SHARE
+    """Block channels: the share of time (> 0, <= 1) a subscriber may keep publishers
+    waiting (its queue full), measured over about `slow_consumer_timeout` seconds,
+    before close 4008 (default 0.5; 1 = only the watermark rule)."""
     history_size: int = 0
     """Messages kept for `since` recovery (default 0: none)."""
     history_ttl: float = 300.0
@@ -94,6 +99,12 @@ class ChannelPolicy:
         half = self.queue_size // 2
         return half if half < self.high else self.high // 2
 
+    @property
+    def keeps_messages(self) -> bool:
+        """Whether a channel of this policy holds messages for later subscribers (history
+        for `since`, or a snapshot): only such a channel is worth keeping while unused."""
+        return self.history_size > 0 or self.snapshot
+
     def kept_unused(self, idle_ttl: float) -> float:
         """Seconds a channel of this policy is kept unused: `idle_ttl`, but at least
         `history_ttl` when it keeps history, so retained messages stay recoverable."""
@@ -120,6 +131,13 @@ class ChannelPolicy:
         if not self.slow_consumer_timeout > 0:
             found.append(
                 ("slow_consumer_timeout", f"seconds > 0, got {self.slow_consumer_timeout}")
+            )
+        if not 0 < self.slow_consumer_share <= 1:
+            found.append(
+                (
+                    "slow_consumer_share",
+                    f"a fraction > 0 and <= 1, got {self.slow_consumer_share}",
+                )
             )
         if self.history_size < 0:
             found.append(("history_size", f"an integer >= 0, got {self.history_size}"))

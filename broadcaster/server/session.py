@@ -8,8 +8,9 @@ moves bytes and decides when to close.
 Ingress rules (broadcaster/security/) are applied here, per op: the token
 (`?token=` or `auth`; a bad one closes 1008, its expiry closes 1008 "token
 expired" on a timer), channel permissions and `$sys.*` (`forbidden`),
-`max_subscriptions`, `max_channels`, and the publish rate (`rate_limited`,
-then 4029). None of them touches the write path (`flush`).
+`max_subscriptions`, `max_channels`, the channel-creation budget
+(`rate_limited`) and the publish rate (`rate_limited`, then 4029). None of
+them touches the write path (`flush`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from websockets.protocol import OPEN
 from broadcaster.codes import ABUSE_ERROR_CODES, CloseCode, ErrorCode
 from broadcaster.core import events
 from broadcaster.core.channel import Channel
+from broadcaster.core.history import Recovery
 from broadcaster.core.ops import (
     SYSTEM_PREFIX,
     Auth,
@@ -46,7 +48,7 @@ from broadcaster.core.ops import (
 )
 from broadcaster.core.outbox import Outbox
 from broadcaster.core.policy import ChannelPolicy
-from broadcaster.errors import PublishError, TooManyChannels
+from broadcaster.errors import ChannelRateLimited, PublishError, TooManyChannels
 from broadcaster.security.access import (
     refuse_publish,
     refuse_subscribe,
@@ -114,6 +116,8 @@ class ClientSession:
         self.grant: Grant | None = None
         """What this connection's token allows (None: no token)."""
         self._expiry: asyncio.TimerHandle | None = None
+        self.channel_budget = app.channel_budgets.for_connection(self.ip, self.connected_mono)
+        """What this connection (and its address) may still create in channels."""
         limits = app.config.limits
         self.limiter = (
             PublishLimiter(
@@ -259,9 +263,11 @@ class ClientSession:
                 self._forbidden(refusal, op.id)
                 return
         try:
-            seq = await self.app.publish(op.channel, op.data, publisher=self)
+            seq = await self.app.publish(
+                op.channel, op.data, publisher=self, budget=self.channel_budget
+            )
         except PublishError as exc:
-            # TooManyChannels is counted where it is raised (every publish path).
+            # TooManyChannels and ChannelRateLimited are counted where they are raised.
             if exc.code in _REFUSED_PUBLISH_CODES and not isinstance(exc, TooManyChannels):
                 self.app.metrics.refused(exc.code)
             extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
@@ -284,22 +290,27 @@ class ClientSession:
             self.app.metrics.refused("unknown_channel")
             self.send(events.error(ErrorCode.UNKNOWN_CHANNEL, _unknown(name), op.id))
             return
-        recovery = None
-        channel.pins += 1  # not freed as idle while this waits on the broker
+        hub = self.app.hub
+        hub.pin(channel)  # not freed while this waits on the broker, until attached
         try:
-            # The broker brings the channel's seq up to date (a Redis node that
-            # does not read this channel yet starts reading it) and, with
-            # `since`, fetches the missed tail.
-            if op.since is not None:
-                recovery = await self.app.broker.recover(channel, op.since, op.epoch)
-            else:
-                await self.app.broker.prepare(channel)
+            self._attach(op, channel, await self._prepare(op, channel))
         except PublishError as exc:
             retry = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
             self.send(events.error(exc.code, str(exc), op.id, **retry))
-            return
         finally:
-            channel.pins -= 1
+            hub.unpin(channel)  # frees it if nothing came to use it
+
+    async def _prepare(self, op: Subscribe, channel: Channel) -> Recovery | None:
+        """The broker brings the channel's seq up to date (a Redis node that does
+        not read this channel yet starts reading it) and, with `since`, fetches
+        the missed tail."""
+        if op.since is not None:
+            return await self.app.broker.recover(channel, op.since, op.epoch)
+        await self.app.broker.prepare(channel)
+        return None
+
+    def _attach(self, op: Subscribe, channel: Channel, recovery: Recovery | None) -> None:
+        name = channel.name
         if self.closing or name in self.outbox.subscriptions:
             return
         # From here to the attachment nothing awaits: the reply's seq, the
@@ -357,7 +368,8 @@ class ClientSession:
         self.send(events.error(ErrorCode.FORBIDDEN, message, op_id))
 
     def _may_subscribe(self, name: str, op: Subscribe) -> bool:
-        """Channel permissions, `$sys.*` and `max_subscriptions`; refuses with `forbidden`."""
+        """Channel permissions, `$sys.*`, `max_subscriptions` (`forbidden`), and for a
+        new channel `max_channels` (`forbidden`) and the creation budget (`rate_limited`)."""
         app = self.app
         if name.startswith(SYSTEM_PREFIX):
             gate = app.admin_gate
@@ -370,11 +382,6 @@ class ClientSession:
         if refusal is not None:
             self._forbidden(refusal, op.id)
             return False
-        try:
-            app.check_new_channel(name)
-        except TooManyChannels as exc:
-            self.send(events.error(ErrorCode.FORBIDDEN, str(exc), op.id))
-            return False
         cap = app.config.limits.max_subscriptions
         if cap and len(self.outbox.subscriptions) >= cap:
             app.metrics.refused("max_subscriptions")
@@ -386,6 +393,13 @@ class ClientSession:
                     op.id,
                 )
             )
+            return False
+        # Last: only a subscribe that would otherwise succeed pays for a new channel.
+        try:
+            app.check_new_channel(name, self.channel_budget)
+        except (TooManyChannels, ChannelRateLimited) as exc:
+            retry = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
+            self.send(events.error(exc.code, str(exc), op.id, **retry))
             return False
         return True
 

@@ -138,7 +138,7 @@ async def test_drop_newest_stalled_client_keeps_the_head_and_later_messages_resu
         lambda evs: (
             bool(flow_events(evs, "newest"))
             and flow_events(evs, "newest")[-1]["event"] == "flow.resume"
-            and server.hub.channels["newest"].subscriptions[0].depth == 0
+            and next(iter(server.hub.channels["newest"].subscriptions)).depth == 0
         )
     )
     await server.publish("newest", {"i": total})
