@@ -135,17 +135,22 @@ class HttpEndpoints:
         return handler(query)
 
     def _healthz(self, query: dict[str, list[str]]) -> Response:
-        # Liveness: 200 even while the broker is down (local subscribers are served).
+        # 200 even while the broker is down: every node is equally affected and
+        # local subscribers stay connected. 503 while this node's broker reader
+        # is restarting: only this node delivers nothing, so route around it.
         broker = self.app.broker.status()
-        return _json(
-            http.HTTPStatus.OK,
-            {
-                "status": "ok",
-                "broker": "up" if broker.up else "down",
-                "breaker": broker.breaker,
-                "connections": len(self.app.sessions),
-            },
-        )
+        document: dict[str, object] = {
+            "status": "ok",
+            "broker": "up" if broker.up else "down",
+            "breaker": broker.breaker,
+            "connections": len(self.app.sessions),
+        }
+        if broker.reader is not None:
+            document["reader"] = broker.reader
+        if broker.reader == "restarting":
+            document["status"] = "degraded"
+            return _json(http.HTTPStatus.SERVICE_UNAVAILABLE, document)
+        return _json(http.HTTPStatus.OK, document)
 
     def _stats(self, query: dict[str, list[str]]) -> Response:
         counts: dict[str, int | None] = {}
