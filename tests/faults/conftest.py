@@ -1,8 +1,8 @@
 """Fixtures and helpers of the fault suite: Redis in every persistence mode, raw
 subscribers that read the wire, a publisher that records acks, and the figures.
 
-Everything is real: redis-server processes (killed with SIGKILL, stopped with
-SIGSTOP, restarted on their files), server nodes in this process or as
+Everything is real: redis-server processes (killed with SIGKILL, cut off
+behind a TCP proxy, restarted on their files), server nodes in this process or as
 `python -m broadcaster serve` processes, WebSocket clients on raw sockets
 (tests/support/raw_client.py), so the oracle reads the protocol itself.
 """
@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -85,20 +84,6 @@ class FaultRedis(RedisServer):
         finally:
             client.close()
         raise RuntimeError("redis-server did not answer PING")
-
-    def pause(self) -> None:
-        """SIGSTOP: the process holds its data but answers nothing (a lagging replica)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def cont(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a stopped process dies too, but reaps late
-        super().kill()
 
 
 @pytest.fixture

@@ -93,9 +93,16 @@ async def _finish(
 
 
 async def _redis_drill(
-    name: str, serve: StartServer, url: str, fault: Fault, *, resets: int = 1
+    name: str,
+    serve: StartServer,
+    url: str,
+    fault: Fault,
+    *,
+    resets: int = 1,
+    url_b: str | None = None,
 ) -> Figures:
-    a, b = [await serve(NODE_TOML + redis_toml(url)) for _ in range(2)]
+    a = await serve(NODE_TOML + redis_toml(url))
+    b = await serve(NODE_TOML + redis_toml(url_b or url))
     subs = await _subscribers({"a": a.port, "b": b.port})
     pub = await Publisher(CHANNEL, name).open(a.port)
     load = asyncio.create_task(pub.run(TOTAL))
@@ -198,13 +205,18 @@ async def test_redis_flushall(
 async def test_a_lagging_replica_promoted_behind_a_proxy(
     serve: StartServer, fault_redis: list[FaultRedis], tmp_path: Path
 ) -> None:
-    """The nodes reach Redis through a TCP proxy (a VIP, HAProxy). The replica is stopped
-    (SIGSTOP) so it lags; the primary dies; the replica is promoted and the proxy points
-    at it: the publishes it never got must not be reused, their subscribers are told."""
+    """Each node reaches Redis through a TCP proxy (a VIP, HAProxy), and so does the
+    replica its primary. After 30 acks the replica's link is frozen so it lags, and node
+    B is cut off from Redis, so it does not read seqs 31-60 either; the primary dies
+    after 60; the replica is promoted and the proxies point at it. Seqs 31.. must not
+    be given out again under the same epoch, and B's subscribers must be told they
+    missed exactly 30 (the reset's previous_seq)."""
     primary = _start(fault_redis, tmp_path, AOF_ALWAYS)
-    replica = FaultRedis(tmp_path / "replica", NO_PERSISTENCE, replicaof=primary.port).start()
+    link = await TcpProxy(primary.port).start()
+    replica = FaultRedis(tmp_path / "replica", NO_PERSISTENCE, replicaof=link.port).start()
     fault_redis.append(replica)
-    proxy = await TcpProxy(primary.port).start()
+    proxy_a = await TcpProxy(primary.port).start()
+    proxy_b = await TcpProxy(primary.port).start()
 
     async def fault(pub: Publisher) -> None:
         pub.hold(30)
@@ -219,25 +231,32 @@ async def test_a_lagging_replica_promoted_behind_a_proxy(
             )
 
         await wait_until(caught_up, what="the replica to catch up")
-        replica.pause()
+        for proxy in (link, proxy_b):
+            proxy.refuse(True)
+            proxy.freeze()
         pub.release(30)
-        await pub.until(60)  # 30 acks the stopped replica never gets
+        await pub.until(60)  # 30 acks the replica and node B never get
         primary.kill()
-        pub.release(60)
-        replica.cont()
+        link.cut()
         replica_client.replicaof("NO", "ONE")
-        proxy.target_port = replica.port
-        proxy.cut()
+        for proxy in (proxy_a, proxy_b):
+            proxy.target_port = replica.port
+            proxy.refuse(False)
+            proxy.cut()
+        pub.release(60)
 
     try:
-        await _redis_drill(
+        figures = await _redis_drill(
             "replica promoted while lagging",
             serve,
-            f"redis://127.0.0.1:{proxy.port}/0",
+            f"redis://127.0.0.1:{proxy_a.port}/0",
             fault,
+            url_b=f"redis://127.0.0.1:{proxy_b.port}/0",
         )
     finally:
-        await proxy.close()
+        for proxy in (link, proxy_a, proxy_b):
+            await proxy.close()
+    assert figures.reset == 2 * 30, "B's two subscribers were told they missed 31..60"
 
 
 async def test_malformed_stream_entries_are_skipped_and_counted(
