@@ -40,6 +40,7 @@ from tests.faults.oracle import Figures, check
 from tests.support.http import http_get_json
 from tests.support.metrics import scrape
 from tests.support.proxy import TcpProxy
+from tests.support.raw_client import RawClient
 from tests.support.redis_server import redis_toml
 from tests.support.servers import TEST_SERVER_TOML, wait_until
 
@@ -106,11 +107,23 @@ async def _redis_drill(
     subs = await _subscribers({"a": a.port, "b": b.port})
     pub = await Publisher(CHANNEL, name).open(a.port)
     load = asyncio.create_task(pub.run(TOTAL))
+    first_epoch = subs[0].events[0]["epoch"]
     await fault(pub)
     figures = await _finish(name, pub, subs, load, resets=resets)
     assert figures.problems == []
     assert figures.lost == 0
     assert figures.expected == 4 * TOTAL
+    for node in (a, b):
+        # A client that knew seq 45 of the first epoch: its history is gone after a
+        # reset (never `recovered: true` for it), and intact otherwise.
+        client = await RawClient(node.port, rcvbuf=0).connect()
+        await client.send(
+            {"op": "subscribe", "channel": CHANNEL, "id": "s", "since": 45, "epoch": first_epoch}
+        )
+        events = await client.read_until(lambda evs: any(e.get("id") == "s" for e in evs))
+        client.close()
+        reply = next(e for e in events if e.get("id") == "s")
+        assert reply["recovered"] is (resets == 0), reply
     return figures
 
 
