@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -23,12 +23,31 @@ class BrokerStatus:
 
     `breaker` is the circuit breaker's state: "closed" (healthy), "half-open"
     (probing after failures) or "open" (publishes fail fast).
+
+    A broker with a reader task (Redis) also reports it: `reader` is
+    "running" or "restarting" (it died and waits for its back-off; this node
+    delivers nothing meanwhile), `reader_restarts` and `last_error` what
+    killed it, `bad_entries` the stream entries skipped as unreadable and
+    `epoch_resets` the seq histories this node saw replaced.
     """
 
     kind: str
     up: bool
     breaker: str = "closed"
     detail: str | None = None
+    reader: str | None = None
+    reader_restarts: int = 0
+    last_error: str | None = None
+    bad_entries: int = 0
+    epoch_resets: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """For /stats: the reader's fields only for a broker that has a reader."""
+        document = asdict(self)
+        if self.reader is None:
+            for key in ("reader", "reader_restarts", "last_error", "bad_entries", "epoch_resets"):
+                del document[key]
+        return document
 
 
 class MessageFactory:

@@ -176,7 +176,7 @@ def build_stats(
             "uptime": round(now - app.started_mono, 3),
             "connections": len(sessions),
             "loop_lag": round(app.monitor.loop_lag, 6),
-            "broker": asdict(app.broker.status()),
+            "broker": app.broker.status().as_dict(),
             "epoch": app.hub.epoch,
             "loops": {name: guard.snapshot() for name, guard in app.loops.guards.items()},
         },
