@@ -60,6 +60,11 @@ class ChannelCounters:
         self.latency = Buckets(LATENCY_BUCKETS)
         self.blocked = Buckets(BLOCKED_BUCKETS)
 
+    @property
+    def deflate_saved(self) -> int:
+        """Bytes compression kept off the wire (frames taken for compressing subscribers)."""
+        return self.deflate_plain - self.deflate_wire
+
     def count_dropped(self, reason: DropReason, count: int) -> None:
         self.dropped[reason] += count
 
