@@ -1,4 +1,6 @@
-"""Bytes on the wire and CPU per delivery under permessage-deflate: `python -m loadtest.compression_bytes`.
+"""Bytes on the wire and CPU per message under permessage-deflate, per mode.
+
+`python -m loadtest.compression_bytes [--level N] [--count N] [--json]`
 
 No sockets: each message shape is framed the ways a server could send it,
 with websockets' own frame serializer and `PerMessageDeflate` extension, and
@@ -29,7 +31,6 @@ import argparse
 import random
 import time
 import tracemalloc
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -196,9 +197,7 @@ def measure(shape: str, *, count: int, level: int, shared_bits: int, seed: int) 
         "shared_context": sum(map(len, shared_frames)) / count,
         "cpu_plain_us": cpu(lambda: []) * 1e6,
         "cpu_once_us": cpu(once_ext) * 1e6,
-        "cpu_per_connection_us": cpu(
-            lambda: [PerMessageDeflate(False, False, 15, 15, settings)]
-        )
+        "cpu_per_connection_us": cpu(lambda: [PerMessageDeflate(False, False, 15, 15, settings)])
         * 1e6,
         "cpu_shared_us": cpu(lambda: [PerMessageDeflate(False, False, 15, shared_bits, settings)])
         * 1e6,
@@ -218,7 +217,9 @@ def _decode(frame_bytes: bytes, ext: PerMessageDeflate) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.compression_bytes", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.compression_bytes", description=__doc__
+    )
     parser.add_argument("--count", type=int, default=400, help="messages per shape (400)")
     parser.add_argument("--level", type=int, default=6, help="zlib level (6)")
     parser.add_argument(
@@ -256,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     for bits in (15, args.shared_bits):
         held = _zlib_state_bytes(bits, args.level)
-        print(f"zlib compressor kept between messages (context takeover, 2^{bits} window): {held:,} B")
+        print(
+            f"zlib compressor kept between messages (context takeover, 2^{bits} window): {held:,} B"
+        )
     return 0
 
 
