@@ -75,6 +75,12 @@ class Scenario:
     """Handshakes in flight per worker process."""
     stalled_rcvbuf: int = 4096
     """SO_RCVBUF of a stalled client's socket, set before connect."""
+    compression: bool = False
+    """Subscribers offer permessage-deflate (the websockets client: picows has no
+    compression); the report counts the bytes that reached their sockets either way."""
+    payload: str = "pad"
+    """``pad``: ``data`` padded with "x" to ``size`` (compresses absurdly well);
+    ``json``: an order book of about ``size`` bytes whose numbers change every message."""
     latency_every: int = 1
     """Measure latency on one message in this many per subscriber (every seq is still
     accounted); saturation runs sample so the client's ceiling stays above the server."""
@@ -113,6 +119,12 @@ class Scenario:
                 raise ValueError(f"unknown strategy {s!r}; expected one of {', '.join(STRATEGIES)}")
         if self.client not in ("picows", "websockets"):
             raise ValueError("client must be 'picows' or 'websockets'")
+        if self.compression and self.client != "websockets":
+            raise ValueError(
+                "--compression needs --client websockets (picows does not do permessage-deflate)"
+            )
+        if self.payload not in ("pad", "json"):
+            raise ValueError("payload must be 'pad' or 'json'")
         if self.window < 1 or self.lead < 1 or self.connect_concurrency < 1:
             raise ValueError("window, lead and connect_concurrency must be >= 1")
         return self

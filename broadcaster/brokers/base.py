@@ -51,11 +51,40 @@ class BrokerStatus:
 
 
 class MessageFactory:
-    """Encodes a published value once: JSON payload, WebSocket frame, conflation key."""
+    """Encodes a published value once: JSON payload, WebSocket frame, conflation key.
 
-    def __init__(self, framer: Callable[[bytes], bytes], clock: Callable[[], float]) -> None:
+    With a `deflater` (zlib level -> payload -> compressed frame), messages of
+    channels whose policy compresses, and at least `compression_min_size`
+    bytes long, carry what builds their compressed frame; it is built on first
+    need (`Message.compressed`), so a channel without compressing subscribers
+    pays nothing.
+    """
+
+    def __init__(
+        self,
+        framer: Callable[[bytes], bytes],
+        clock: Callable[[], float],
+        deflater: Callable[[int], Callable[[bytes], bytes]] | None = None,
+    ) -> None:
         self._framer = framer
         self._clock = clock
+        self._deflater = deflater
+        self._by_level: dict[int, Callable[[bytes], bytes]] = {}
+
+    def _deflate(self, channel: Channel, payload: bytes) -> Callable[[bytes], bytes] | None:
+        """What compresses `payload` for `channel`, or None when it goes plain."""
+        policy = channel.policy
+        if (
+            self._deflater is None
+            or not policy.compresses
+            or len(payload) < policy.compression_min_size
+        ):
+            return None
+        level = policy.compression_level
+        deflate = self._by_level.get(level)
+        if deflate is None:
+            deflate = self._by_level[level] = self._deflater(level)
+        return deflate
 
     def build(self, channel: Channel, seq: int, data: Any) -> Message:
         try:
@@ -69,6 +98,7 @@ class MessageFactory:
             frame=self._framer(payload),
             created=self._clock(),
             key=channel.conflation_key(data),
+            deflate=self._deflate(channel, payload),
         )
 
     def snapshot(self, message: Message) -> Message:
@@ -84,6 +114,7 @@ class MessageFactory:
                 frame=self._framer(payload),
                 created=message.created,
                 key=message.key,
+                deflate=message.deflate,
             )
             message.as_snapshot = variant
         return variant

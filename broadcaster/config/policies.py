@@ -16,7 +16,7 @@ from typing import Any
 
 from broadcaster.config.auth import AuthConfig
 from broadcaster.config.tables import KeyTypes, check_table
-from broadcaster.core.policy import Access, ChannelPolicy, PolicyTable
+from broadcaster.core.policy import Access, ChannelPolicy, Compression, PolicyTable
 from broadcaster.core.strategies import Strategy
 from broadcaster.errors import ConfigError
 
@@ -37,9 +37,13 @@ POLICY_KEYS: KeyTypes = {
     "max_rate": (int, float),
     "subscribe": str,
     "publish": str,
+    "compression": str,
+    "compression_min_size": int,
+    "compression_level": int,
 }
 # Keys whose string value names one member of an enum.
-_CHOICES: dict[str, type[Strategy] | type[Access]] = {
+_CHOICES: dict[str, type[Strategy] | type[Access] | type[Compression]] = {
+    "compression": Compression,
     "strategy": Strategy,
     "conflate_fallback": Strategy,
     "subscribe": Access,

@@ -11,6 +11,11 @@ The writer's rules live here, free of I/O (docs/ARCHITECTURE.md, hot path rules 
   subscriptions it came from (`in_transport`), so depth counts everything
   the server holds and the queue limits are real.
 
+A connection that negotiated permessage-deflate (`deflate`) takes each
+message's shared compressed frame (`Message.compressed`, built once per
+message for all such connections) instead of the plain one; control frames
+stay plain. Depth, queues and watermarks count messages either way.
+
 The adapter calls `take_batch()`, writes the frames, then `written(unsent)`
 with the transport's buffer size, and `transport_drained()` when the
 transport reports its buffer empty again.
@@ -61,6 +66,7 @@ class Outbox:
         "budget",
         "closed",
         "control",
+        "deflate",
         "id",
         "sample_channel",
         "sample_created",
@@ -68,6 +74,7 @@ class Outbox:
         "subscriptions",
         "timed",
         "wake_at",
+        "wire_bytes",
     )
 
     def __init__(
@@ -89,6 +96,10 @@ class Outbox:
         self.armed = True
         """A data push must schedule a flush (not scheduled, not blocked, not closed)."""
         self.closed = False
+        self.deflate = False
+        """The connection negotiated permessage-deflate: data goes as `Message.compressed()`."""
+        self.wire_bytes = 0
+        """Bytes handed to the transport (frames as sent); the adapter adds them."""
         self.budget = budget
         self._framer = framer
         self._on_schedule = on_schedule
@@ -169,7 +180,14 @@ class Outbox:
                     self._countdown = SAMPLE_EVERY
                     self.sample_channel = sub.channel
                     self.sample_created = message.created
-                batch = [message.frame]
+                if self.deflate:
+                    frame = message.deflated or message.compressed()
+                    counters = sub.channel.counters
+                    counters.deflate_plain += len(message.frame)
+                    counters.deflate_wire += len(frame)
+                    batch = [frame]
+                else:
+                    batch = [message.frame]
                 seg_subs.append(sub)
                 seg_starts.append(0)
                 self._last_batch = batch
@@ -202,11 +220,11 @@ class Outbox:
                         self.wake_at = sub.next_due
                     continue
                 sub.next_due = now + sub.interval
-                budget -= _take(sub, batch, 1, budget)
+                budget -= _take(sub, batch, 1, budget, self.deflate)
                 if items and (self.wake_at is None or sub.next_due < self.wake_at):
                     self.wake_at = sub.next_due
             else:
-                budget -= _take(sub, batch, sub.queue_size, budget)
+                budget -= _take(sub, batch, sub.queue_size, budget, self.deflate)
                 if items:
                     self._more = True
             if sub.preloaded or sub.indexed:
@@ -326,12 +344,15 @@ class Outbox:
         return held
 
 
-def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int) -> int:
+def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int, deflate: bool) -> int:
     """Move up to `limit` messages of `sub` into `batch` within `budget` bytes; return bytes used.
 
     A conflation placeholder is swapped for the newest message of its key,
-    but only when the slot still belongs to that exact placeholder.
+    but only when the slot still belongs to that exact placeholder. With
+    `deflate`, the messages' compressed frames are taken.
     """
+    if deflate:
+        return _take_deflated(sub, batch, limit, budget)
     items = sub.items
     index = sub.index
     popleft = items.popleft
@@ -350,4 +371,35 @@ def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int) -> int
         limit -= 1
         if used >= budget:
             break
+    return used
+
+
+def _take_deflated(sub: Subscription, batch: list[bytes], limit: int, budget: int) -> int:
+    """`_take` for a connection that negotiated permessage-deflate; counts the bytes saved.
+
+    A separate loop, so connections without compression run the plain one unchanged.
+    """
+    items = sub.items
+    index = sub.index
+    popleft = items.popleft
+    append = batch.append
+    used = 0
+    plain = 0
+    while items and limit > 0:
+        entry = popleft()
+        if index:
+            slot = index.get(entry.key)
+            if slot is not None and slot[0] is entry:
+                del index[entry.key]
+                entry = slot[1]
+        frame = entry.deflated or entry.compressed()
+        append(frame)
+        plain += len(entry.frame)
+        used += len(frame)
+        limit -= 1
+        if used >= budget:
+            break
+    counters = sub.channel.counters
+    counters.deflate_plain += plain
+    counters.deflate_wire += used
     return used

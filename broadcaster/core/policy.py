@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from broadcaster.core.slow_consumer import DEFAULT_BLOCKING_SHARE
 from broadcaster.core.strategies import Strategy
 
-__all__ = ["DEFAULT_LABEL", "Access", "ChannelPolicy", "PolicyTable"]
+__all__ = ["DEFAULT_LABEL", "Access", "ChannelPolicy", "Compression", "PolicyTable"]
 
 # The metrics label of channels that only [defaults] covers.
 DEFAULT_LABEL = "*"
@@ -35,6 +35,20 @@ class Access(enum.StrEnum):
     """Clients whose token grants the channel (its `subscribe` / `publish` claim)."""
     NONE = "none"
     """No WebSocket client at all."""
+
+
+class Compression(enum.StrEnum):
+    """How a channel's messages travel to subscribers that negotiated permessage-deflate.
+
+    Subscribers that did not negotiate it always get plain frames.
+    """
+
+    OFF = "off"
+    """Plain frames for everyone."""
+    DEFLATE = "deflate"
+    """Each message of at least `compression_min_size` bytes is compressed once, alone
+    (no context takeover), and that one frame goes to every subscriber that negotiated
+    compression (the default: docs/channels.md says why)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,6 +91,13 @@ class ChannelPolicy:
     """Which WebSocket clients may subscribe (default: anyone)."""
     publish: Access = Access.ANYONE
     """Which WebSocket clients may publish (default: anyone)."""
+    compression: Compression = Compression.DEFLATE
+    """permessage-deflate for subscribers that negotiated it (default: deflate)."""
+    compression_min_size: int = 1024
+    """Messages (JSON payload bytes) smaller than this go uncompressed (default 1024):
+    compressed alone, ticker-sized messages shrink by about a tenth only."""
+    compression_level: int = 6
+    """zlib level, 1 (fastest) to 9 (smallest) (default 6)."""
     label: str = field(default=DEFAULT_LABEL, compare=False)
     """The [channels] key that matched: the `channel` label of metrics."""
 
@@ -156,7 +177,23 @@ class ChannelPolicy:
             found.append(("snapshot", "false unless strategy is conflate (snapshots are per key)"))
         if self.max_rate is not None and not self.max_rate > 0:
             found.append(("max_rate", f"messages per second > 0, got {self.max_rate}"))
+        if self.compression_min_size < 0:
+            found.append(
+                (
+                    "compression_min_size",
+                    f"an integer >= 0 (bytes), got {self.compression_min_size}",
+                )
+            )
+        if not 1 <= self.compression_level <= 9:
+            found.append(
+                ("compression_level", f"an integer from 1 to 9, got {self.compression_level}")
+            )
         return found
+
+    @property
+    def compresses(self) -> bool:
+        """Whether some of this channel's messages may be compressed."""
+        return self.compression is Compression.DEFLATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +220,10 @@ class PolicyTable:
         if self.strict:
             return None
         return self.defaults
+
+    def compresses(self) -> bool:
+        """Whether any channel may compress: only then is permessage-deflate negotiated."""
+        return self.defaults.compresses or any(p.compresses for _, p in self.entries)
 
     def labels(self) -> list[str]:
         """Every metrics label a channel can carry (bounded by the config)."""

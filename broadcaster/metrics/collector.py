@@ -48,6 +48,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "broadcaster_messages_dropped",
     "broadcaster_flow_pauses",
     "broadcaster_slow_consumer_disconnects",
+    "broadcaster_compression_saved_bytes",
     "broadcaster_queue_depth",
     "broadcaster_publish_blocked_seconds",
     "broadcaster_delivery_latency_seconds",
@@ -202,6 +203,12 @@ class BroadcasterCollector(Collector):
                 "broadcaster_slow_consumer_disconnects",
                 "Connections closed with 4008 (slow consumer).",
                 "slow_consumer_disconnects",
+            ),
+            (
+                "broadcaster_compression_saved_bytes",
+                "Bytes permessage-deflate kept off the wire (plain minus sent, "
+                "over frames for subscribers that negotiated it).",
+                "deflate_saved",
             ),
         ):
             counter = CounterMetricFamily(name, doc, labels=["channel"])

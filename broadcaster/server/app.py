@@ -71,7 +71,13 @@ from broadcaster.server.room import RoomWaiters
 from broadcaster.server.scheduler import FlushScheduler
 from broadcaster.server.session import ClientSession
 from broadcaster.server.system import STATS_CHANNEL, is_system, with_system_policy
-from broadcaster.server.websocket import BroadcasterConnection, connection_class, frame_text
+from broadcaster.server.websocket import (
+    BroadcasterConnection,
+    connection_class,
+    deflate_offer,
+    deflater,
+    frame_text,
+)
 from broadcaster.sources.base import SourceRunner, build_source
 
 __all__ = ["BlockedPublisher", "Broadcaster"]
@@ -238,7 +244,10 @@ class Broadcaster:
         self.loops = Loops(self._fault_hook)
         self.scheduler = FlushScheduler(self._loop, self.loops.guard("flush"))
         self.rooms = RoomWaiters(self._loop)
-        self.factory = MessageFactory(self.framer, self._loop.time)
+        compresses = cfg.policies.compresses()
+        self.factory = MessageFactory(
+            self.framer, self._loop.time, deflater if compresses else None
+        )
         self.hub = Hub(
             with_system_policy(cfg.policies),
             epoch=secrets.token_hex(6),
@@ -261,7 +270,9 @@ class Broadcaster:
             self._handle,
             cfg.server.host,
             cfg.server.port,
+            # Negotiated only when some channel compresses (server/websocket.py).
             compression=None,
+            extensions=[deflate_offer()] if compresses else None,
             max_size=cfg.server.max_message_size,
             max_queue=MAX_INCOMING_QUEUE,
             write_limit=(0, 0),

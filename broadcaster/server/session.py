@@ -57,7 +57,7 @@ from broadcaster.security.access import (
 from broadcaster.security.admin import peer_ip
 from broadcaster.security.auth import Grant, TokenRejected
 from broadcaster.security.publish_limit import PublishLimiter, Verdict
-from broadcaster.server.websocket import BroadcasterConnection
+from broadcaster.server.websocket import BroadcasterConnection, negotiated_deflate
 
 if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
@@ -98,6 +98,8 @@ class ClientSession:
             write_now=self.flush,
             framer=app.framer,
         )
+        # Compressed subscribers take each message's shared compressed frame.
+        self.outbox.deflate = negotiated_deflate(ws.protocol)
         self.closing = False
         self._transport = ws.transport
         self._protocol = ws.protocol
@@ -144,7 +146,9 @@ class ClientSession:
         batch = outbox.take_batch(self.loop.time() if outbox.timed else 0.0)
         if batch and self._open:
             transport = self._transport
-            transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            transport.write(data)
+            outbox.wire_bytes += len(data)
             outbox.written(transport.get_write_buffer_size())
             sampled = outbox.sample_channel
             if sampled is not None:

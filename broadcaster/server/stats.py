@@ -57,7 +57,22 @@ def connection_entry(session: ClientSession, now: float) -> dict[str, Any]:
         "closes_in": round(max(0.0, min(deadlines) - now), 3) if deadlines else None,
         "fill": round(max((s.depth / s.limit for s in stats), default=0.0), 3),
         "lag": max((s.lag for s in stats), default=0.0),
+        "compression": "permessage-deflate" if session.outbox.deflate else None,
+        "bytes_sent": session.outbox.wire_bytes,
         "subscriptions": [asdict(s) for s in stats],
+    }
+
+
+def compression_entry(channel: Channel) -> dict[str, Any]:
+    """The channel's compression: its mode, and over the frames taken for subscribers
+    that negotiated permessage-deflate, their plain and sent bytes and the ratio."""
+    counters = channel.counters
+    plain, wire = counters.deflate_plain, counters.deflate_wire
+    return {
+        "mode": channel.policy.compression.value,
+        "plain_bytes": plain,
+        "wire_bytes": wire,
+        "ratio": round(wire / plain, 3) if plain else None,
     }
 
 
@@ -132,6 +147,7 @@ def build_stats(
         entry = asdict(channel_stats(channel))
         counters = channel.counters
         entry["dropped_total"] = dropped = counters.dropped_total
+        entry["compression"] = compression_entry(channel)
         entry["rates"] = rates.rates(
             channel.name,
             now,
@@ -143,7 +159,7 @@ def build_stats(
         channels[channel.name] = entry
     # Every channel counts, shown or not, and freed ones too (hub.retired):
     # totals never go backwards. A few integer reads per channel.
-    published = delivered = dropped = pauses = cut_off = 0
+    published = delivered = dropped = pauses = cut_off = saved = 0
     for counters in itertools.chain(
         (channel.counters for channel in hub.channels.values()), hub.retired.values()
     ):
@@ -152,12 +168,14 @@ def build_stats(
         dropped += counters.dropped_total
         pauses += counters.pauses
         cut_off += counters.slow_consumer_disconnects
+        saved += counters.deflate_saved
     totals = {
         "published": published,
         "delivered": delivered,
         "dropped": dropped,
         "pauses": pauses,
         "slow_consumer_disconnects": cut_off,
+        "compression_saved_bytes": saved,
         "channels": len(hub.channels),
         "channels_shown": len(channels),
         "channels_freed": hub.freed,

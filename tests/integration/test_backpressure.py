@@ -13,10 +13,19 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from broadcaster.server.app import Broadcaster
-from tests.conftest import ConnectRaw, StartServer
+from tests.conftest import WIRES, ConnectRaw, StartServer
 from tests.support.clients import open_client
 from tests.support.servers import wait_until
+
+# Every test both ways: clients reading plain frames, and clients that negotiated
+# permessage-deflate with every message compressed (tests/conftest.py `wire`).
+pytestmark = [
+    pytest.mark.parametrize("wire", WIRES, indirect=True),
+    pytest.mark.usefixtures("wire"),
+]
 
 CHANNELS = """
 [channels."oldest"]
