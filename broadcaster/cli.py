@@ -23,6 +23,7 @@ import broadcaster
 from broadcaster.client import commands as client
 from broadcaster.config import load_config, source_from_flag
 from broadcaster.errors import ConfigError
+from broadcaster.security.redact import install as install_log_filter
 from broadcaster.server.app import Broadcaster
 
 __all__ = ["DISTRIBUTION", "main", "run", "version"]
@@ -209,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level != "DEBUG":
         # websockets logs every connection at INFO: too much for a fan-out server.
         logging.getLogger("websockets").setLevel(logging.WARNING)
+    # Every command, not only `serve`: `sub` and `pub` carry BROADCASTER_TOKEN, and
+    # websockets' client logs its request at DEBUG.
+    install_log_filter((os.environ.get("BROADCASTER_TOKEN", ""),))
     result: int = args.func(args)
     return result
 

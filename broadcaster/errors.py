@@ -13,6 +13,7 @@ everything the library raises with a single clause::
     │   ├── BrokerUnavailable    the broker cannot take the publish now
     │   ├── ChannelBlocked       a `block` channel had no room within the publish's timeout
     │   └── RateLimited          the publisher is over its rate limit
+    │       └── ChannelRateLimited   a client creates channels faster than [limits] allows
     └── ServerStateError     the server was used before start() or after stop()
 """
 
@@ -22,6 +23,7 @@ __all__ = [
     "BroadcasterError",
     "BrokerUnavailable",
     "ChannelBlocked",
+    "ChannelRateLimited",
     "ConfigError",
     "ForbiddenChannel",
     "InvalidPublish",
@@ -118,6 +120,16 @@ class RateLimited(PublishError):
     """The publisher sent more than its rate allows; retry after `retry_after` seconds."""
 
     code = "rate_limited"
+
+
+class ChannelRateLimited(RateLimited):
+    """The channel does not exist and its creator (a client connection, or its
+    address) is over `[limits] new_channel_rate` / `new_channel_rate_per_ip`.
+
+    Every name a client uses becomes a channel, and `max_channels` is shared by
+    everyone: this budget refuses the client inventing names, not the crowd.
+    Use existing channels, or retry after `retry_after` seconds.
+    """
 
 
 class ServerStateError(BroadcasterError):

@@ -84,6 +84,8 @@ class SubscriberResult:
     closed_at_s: float | None
     connected: bool
     error: str | None = None
+    wire_bytes: int = 0
+    """Bytes the subscriber's kernel received on its connection (TCP_INFO)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -119,6 +121,7 @@ class SubscriberRecord:
         "subscribed",
         "subscribed_event",
         "timeline",
+        "wire_bytes",
     )
 
     def __init__(
@@ -136,6 +139,7 @@ class SubscriberRecord:
         self.subscribed_event: dict[str, Any] | None = None
         self.base_seq = 0
         self.received = 0
+        self.wire_bytes = 0
         self.first_seq = 0
         self.last_seq = 0
         self.gap_missed = 0
@@ -254,4 +258,5 @@ class SubscriberRecord:
             closed_at_s=closed_at,
             connected=self.connected,
             error=self.error,
+            wire_bytes=self.wire_bytes,
         )

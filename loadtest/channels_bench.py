@@ -34,6 +34,9 @@ host = "127.0.0.1"
 port = 0
 idle_channel_ttl = 3600.0  # the server's own sweeper never frees one during the run
 
+[defaults]
+history_size = 1  # channels keeping messages wait for the idle sweep (others go at once)
+
 [api]
 enabled = false
 """

@@ -93,6 +93,17 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
         choices=["picows", "websockets", "sse"],
         help="subscriber client (sse: GET /sse on the API port, via the WebSocket port's redirect)",
     )
+    g.add_argument(
+        "--compression",
+        action="store_true",
+        default=None,
+        help="subscribers offer permessage-deflate (implies --client websockets)",
+    )
+    g.add_argument(
+        "--payload",
+        choices=["pad", "json"],
+        help="message data: 'x' padding (default) or a realistic order book of --size bytes",
+    )
     g.add_argument("--connect-concurrency", type=int, help="handshakes in flight per worker")
     g.add_argument("--stalled-rcvbuf", type=int, help="SO_RCVBUF of stalled clients (bytes)")
     g.add_argument(
@@ -135,6 +146,8 @@ _OVERRIDES = (
     "lead",
     "drain",
     "client",
+    "compression",
+    "payload",
     "connect_concurrency",
     "stalled_rcvbuf",
     "latency_every",
@@ -151,6 +164,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         changes["rate"] = None  # 'max': closed loop
     if changes.get("idle") and "publishers" not in changes:
         changes["publishers"] = 0
+    if changes.get("compression") and "client" not in changes:
+        changes["client"] = "websockets"  # picows does not do permessage-deflate
     return base.override(**changes)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from loadtest.workers import NO_SUBSCRIBER, Board
 
-__all__ = ["ChannelState", "Publisher", "pad_for"]
+__all__ = ["ChannelState", "Publisher", "book_for", "pad_for"]
 
 
 def pad_for(size: int, channel: str) -> str:
@@ -42,6 +43,25 @@ def pad_for(size: int, channel: str) -> str:
         }
     )
     return "x" * max(0, size - len(sample))
+
+
+def book_for(size: int, channel: str, variants: int = 16) -> list[list[list[str]]]:
+    """`variants` order books (price/quantity string pairs, as exchanges send them) that
+    make the delivered event about ``size`` bytes: realistic JSON for compression runs,
+    where "x" padding would compress to almost nothing. Made once; messages cycle them."""
+    rng = random.Random(size)
+    base = len(pad_for(0, channel)) + 2  # the event without padding, and its "pad" quotes
+    levels = max(1, (size - base) // 22)
+    books = []
+    for _ in range(variants):
+        mid = round(rng.uniform(50, 900), 2)
+        books.append(
+            [
+                [f"{mid + (i - levels // 2) / 100:.2f}", f"{rng.lognormvariate(4, 1.2):.4f}"]
+                for i in range(levels)
+            ]
+        )
+    return books
 
 
 KEYS = 50
@@ -77,6 +97,7 @@ class Publisher:
         window: int,
         lead: int,
         board: Board | None,
+        payload: str = "pad",
     ) -> None:
         self.index = index
         self.url = url
@@ -85,7 +106,8 @@ class Publisher:
         self.window = window
         self.lead = lead
         self.board = board
-        self.pad = pad_for(size, channel.name)
+        self.pad = pad_for(size, channel.name) if payload == "pad" else ""
+        self.books = book_for(size, channel.name) if payload == "json" else None
         self.ws: ClientConnection | None = None
         self.reader: asyncio.Task[None] | None = None
         self.acked = asyncio.Event()
@@ -138,7 +160,13 @@ class Publisher:
                 "op": "publish",
                 "channel": self.channel.name,
                 "id": self.next_id,
-                "data": {"t": time.time_ns(), "k": self.next_id % KEYS, "pad": self.pad},
+                "data": {"t": time.time_ns(), "k": self.next_id % KEYS, "pad": self.pad}
+                if self.books is None
+                else {
+                    "t": time.time_ns(),
+                    "k": self.next_id % KEYS,
+                    "book": self.books[self.next_id % len(self.books)],
+                },
             }
         )
 

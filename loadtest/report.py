@@ -304,6 +304,7 @@ def build_report(data: RunData) -> dict[str, Any]:
         h.count for seconds in timelines.values() for s, h in seconds.items() if 0 <= s < whole
     )
     received_total = sum(s["received"] for s in subs)
+    wire_total = sum(s.get("wire_bytes", 0) for s in subs)
     fast_seconds = timelines["fast"]
     disconnected = [s for s in subs if s["subscribed"] or s["kind"] == "fast"]
     disconnected = [s for s in disconnected if not s["connected"] and s["error"] is None]
@@ -340,6 +341,10 @@ def build_report(data: RunData) -> dict[str, Any]:
             "in_window": in_window,
             "window_s": window_s,
             "per_s": round(in_window / window_s, 1),
+            "wire_bytes": wire_total,
+            "wire_bytes_per_delivery": round(wire_total / received_total, 1)
+            if received_total
+            else None,
         },
         "latency_ms": _latency(fast_seconds),
         "latency_ms_slow": _latency(timelines["slow"]) if timelines["slow"] else None,
@@ -419,6 +424,9 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
     cores = {f"{core}_busy_percent": value for core, value in server["cores_busy_percent"].items()}
     return {
         "deliveries_per_s": result["deliveries"]["per_s"] if has_traffic else None,
+        "wire_bytes_per_delivery": result["deliveries"].get("wire_bytes_per_delivery")
+        if has_traffic
+        else None,
         "published_per_s": result["published"]["per_s"] if has_traffic else None,
         "latency_p50_ms": lat["p50"] if lat["count"] else None,
         "latency_p90_ms": lat["p90"] if lat["count"] else None,
@@ -474,6 +482,10 @@ def render_table(result: dict[str, Any]) -> str:
             ("published/s", result["published"]["per_s"]),
             ("deliveries", result["deliveries"]["total"]),
             ("deliveries/s", result["deliveries"]["per_s"]),
+            (
+                "bytes on the wire per delivery",
+                result["deliveries"].get("wire_bytes_per_delivery"),
+            ),
             ("latency p50 (ms)", lat["p50"]),
             ("latency p90 (ms)", lat["p90"]),
             ("latency p99 (ms)", lat["p99"]),

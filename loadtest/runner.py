@@ -89,6 +89,7 @@ def _plans(
             slow_rcvbuf=scenario.slow_rcvbuf,
             lifetime=lifetime,
             latency_every=scenario.latency_every,
+            compression=scenario.compression,
         )
         for w in range(workers)
     ]
@@ -233,6 +234,7 @@ async def _publish_phase(
                     window=scenario.window,
                     lead=scenario.lead,
                     board=board,
+                    payload=scenario.payload,
                 )
             )
         await asyncio.gather(*(pub.open() for pub in publishers))

@@ -70,11 +70,17 @@ class Scenario:
     drain: float = 3.0
     """Seconds to wait after publishing for subscribers to catch up before counting."""
     client: str = "picows"
-    """Subscriber client library: ``picows`` or ``websockets``."""
+    """Subscriber client library: ``picows``, ``websockets`` or ``sse`` (``GET /sse``)."""
     connect_concurrency: int = 100
     """Handshakes in flight per worker process."""
     stalled_rcvbuf: int = 4096
     """SO_RCVBUF of a stalled client's socket, set before connect."""
+    compression: bool = False
+    """Subscribers offer permessage-deflate (the websockets client: picows has no
+    compression); the report counts the bytes that reached their sockets either way."""
+    payload: str = "pad"
+    """``pad``: ``data`` padded with "x" to ``size`` (compresses absurdly well);
+    ``json``: an order book of about ``size`` bytes whose numbers change every message."""
     latency_every: int = 1
     """Measure latency on one message in this many per subscriber (every seq is still
     accounted); saturation runs sample so the client's ceiling stays above the server."""
@@ -111,8 +117,15 @@ class Scenario:
         for s in self.strategies:
             if s not in STRATEGIES:
                 raise ValueError(f"unknown strategy {s!r}; expected one of {', '.join(STRATEGIES)}")
-        if self.client not in ("picows", "websockets"):
-            raise ValueError("client must be 'picows' or 'websockets'")
+        if self.client not in ("picows", "websockets", "sse"):
+            raise ValueError("client must be 'picows', 'websockets' or 'sse'")
+        if self.compression and self.client != "websockets":
+            raise ValueError(
+                "--compression needs --client websockets (picows does not do permessage-deflate, "
+                "SSE streams are never compressed)"
+            )
+        if self.payload not in ("pad", "json"):
+            raise ValueError("payload must be 'pad' or 'json'")
         if self.window < 1 or self.lead < 1 or self.connect_concurrency < 1:
             raise ValueError("window, lead and connect_concurrency must be >= 1")
         return self

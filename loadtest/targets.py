@@ -2,7 +2,8 @@
 
 A target spec is one of
 - ``ws://127.0.0.1:PORT/ws``: already running; the tool only connects (loopback only);
-- a built-in name: ``baseline-broadcast``, ``baseline-queue``, ``trivial``, ``broadcaster``;
+- a built-in name: ``baseline-broadcast``, ``baseline-broadcast-deflate``, ``baseline-queue``,
+  ``trivial``, ``broadcaster``;
 - a command template containing ``{port}`` (and optionally ``{config}``), e.g.
   ``"broadcaster serve --config X --port {port}"``.
 Any spec may be prefixed with ``LABEL=`` to name it in reports. Started servers get
@@ -46,6 +47,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 BUILTIN_TARGETS: dict[str, list[str]] = {
     "baseline-broadcast": ["{python}", "-m", "loadtest.baselines.broadcast", "--port", "{port}"],
+    "baseline-broadcast-deflate": [
+        "{python}",
+        "-m",
+        "loadtest.baselines.broadcast_deflate",
+        "--port",
+        "{port}",
+    ],
     "baseline-queue": [
         "{python}",
         "-m",

@@ -107,6 +107,8 @@ class WorkerPlan:
     """Hard limit in seconds on the worker's whole life."""
     latency_every: int = 1
     """Measure latency on one message in this many per subscriber."""
+    compression: bool = False
+    """Subscribers offer permessage-deflate (websockets client only)."""
 
 
 def worker_entry(plan: WorkerPlan, conn: Connection, board: Board) -> None:
@@ -190,6 +192,7 @@ async def _run(
                 spec.slow_rate,
                 plan.idle,
                 plan.slow_rcvbuf if spec.kind == "slow" else 0,
+                compression=plan.compression,
             )
         )
     started_ns = time.time_ns()
@@ -235,6 +238,8 @@ async def _run(
             timeline.epoch_ns = epoch_ns
         _, final_seqs, drain = await _expect(inbox, "stop")
         await _drain(records, final_seqs, drain)
+        for sub in subscribers:
+            sub.record.wire_bytes = sub.bytes_received()
     finally:
         updater.cancel()
     _send(

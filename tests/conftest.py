@@ -24,15 +24,39 @@ def pytest_asyncio_loop_factories(
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
+# The server config a `wire = "deflate"` test adds: every message is compressed
+# (the default threshold would leave small test messages plain).
+COMPRESS_EVERYTHING = "\n[defaults]\ncompression_min_size = 0\n"
+
+
+@pytest.fixture
+def wire(request: pytest.FixtureRequest) -> str:
+    """How raw clients read: "plain" (no permessage-deflate offer, the default) or
+    "deflate" (they negotiate it and the server compresses every message).
+
+    A module runs its tests both ways with
+    `pytestmark = pytest.mark.parametrize("wire", WIRES, indirect=True)` plus
+    `pytest.mark.usefixtures("wire")`: strategies and flow rules must not
+    depend on it.
+    """
+    return str(getattr(request, "param", "plain"))
+
+
+WIRES = ["plain", "deflate"]
+
+
 StartProcess = Callable[..., Awaitable[ServerProcess]]
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[StartServer]:
+async def serve(wire: str) -> AsyncIterator[StartServer]:
     """Start in-process servers (config TOML appended to the test [server] section)."""
     started: list[Broadcaster] = []
 
     async def start(extra_toml: str = "", server_toml: str = TEST_SERVER_TOML) -> Broadcaster:
+        if wire == "deflate":
+            assert "[defaults]" not in extra_toml, "wire=deflate sets [defaults] itself"
+            extra_toml += COMPRESS_EVERYTHING
         server = await start_server(extra_toml, server_toml)
         started.append(server)
         return server
@@ -61,15 +85,16 @@ ConnectRaw = Callable[..., Awaitable[RawClient]]
 
 
 @pytest.fixture
-async def connect_raw() -> AsyncIterator[ConnectRaw]:
+async def connect_raw(wire: str) -> AsyncIterator[ConnectRaw]:
     """Open raw-socket clients that read only when told (closed at teardown)."""
     opened: list[RawClient] = []
 
     async def connect(port: int, *, rcvbuf: int = 4096, subscribe: str | None = None) -> RawClient:
         """`subscribe`: subscribe to that channel first (then it reads nothing more)."""
-        client = RawClient(port, rcvbuf=rcvbuf)
+        client = RawClient(port, rcvbuf=rcvbuf, compression=wire == "deflate")
         opened.append(client)
         await client.connect()
+        assert client.deflate == (wire == "deflate"), "permessage-deflate as the wire asks"
         if subscribe is not None:
             await client.subscribe(subscribe)
         return client

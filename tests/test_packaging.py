@@ -53,8 +53,7 @@ def test_constraints_pin_every_runtime_test_and_loadtool_dependency() -> None:
     missing = [
         r.name
         for r in requirements("test", "loadtest")
-        if canonicalize_name(r.name) not in pinned
-        and (r.marker is None or r.marker.evaluate())
+        if canonicalize_name(r.name) not in pinned and (r.marker is None or r.marker.evaluate())
     ]
     assert missing == [], f"add these to constraints.txt (bash .ci/refresh-pins): {missing}"
 

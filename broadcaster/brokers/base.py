@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -23,20 +23,68 @@ class BrokerStatus:
 
     `breaker` is the circuit breaker's state: "closed" (healthy), "half-open"
     (probing after failures) or "open" (publishes fail fast).
+
+    A broker with a reader task (Redis) also reports it: `reader` is
+    "running" or "restarting" (it died and waits for its back-off; this node
+    delivers nothing meanwhile), `reader_restarts` and `last_error` what
+    killed it, `bad_entries` the stream entries skipped as unreadable and
+    `epoch_resets` the seq histories this node saw replaced.
     """
 
     kind: str
     up: bool
     breaker: str = "closed"
     detail: str | None = None
+    reader: str | None = None
+    reader_restarts: int = 0
+    last_error: str | None = None
+    bad_entries: int = 0
+    epoch_resets: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """For /stats: the reader's fields only for a broker that has a reader."""
+        document = asdict(self)
+        if self.reader is None:
+            for key in ("reader", "reader_restarts", "last_error", "bad_entries", "epoch_resets"):
+                del document[key]
+        return document
 
 
 class MessageFactory:
-    """Encodes a published value once: JSON payload, WebSocket frame, conflation key."""
+    """Encodes a published value once: JSON payload, WebSocket frame, conflation key.
 
-    def __init__(self, framer: Callable[[bytes], bytes], clock: Callable[[], float]) -> None:
+    With a `deflater` (zlib level -> payload -> compressed frame), messages of
+    channels whose policy compresses, and at least `compression_min_size`
+    bytes long, carry what builds their compressed frame; it is built on first
+    need (`Message.compressed`), so a channel without compressing subscribers
+    pays nothing.
+    """
+
+    def __init__(
+        self,
+        framer: Callable[[bytes], bytes],
+        clock: Callable[[], float],
+        deflater: Callable[[int], Callable[[bytes], bytes]] | None = None,
+    ) -> None:
         self._framer = framer
         self._clock = clock
+        self._deflater = deflater
+        self._by_level: dict[int, Callable[[bytes], bytes]] = {}
+
+    def _deflate(self, channel: Channel, payload: bytes) -> Callable[[bytes], bytes] | None:
+        """What compresses `payload` for `channel`, or None when it goes plain."""
+        policy = channel.policy
+        if (
+            self._deflater is None
+            or not policy.compresses
+            or len(payload) < policy.compression_min_size
+        ):
+            return None
+        level = policy.compression_level
+        deflate = self._by_level.get(level)
+        if deflate is None:
+            deflate = self._by_level[level] = self._deflater(level)
+        return deflate
 
     def build(self, channel: Channel, seq: int, data: Any) -> Message:
         try:
@@ -50,6 +98,7 @@ class MessageFactory:
             frame=self._framer(payload),
             created=self._clock(),
             key=channel.conflation_key(data),
+            deflate=self._deflate(channel, payload),
         )
 
     def snapshot(self, message: Message) -> Message:
@@ -65,6 +114,7 @@ class MessageFactory:
                 frame=self._framer(payload),
                 created=message.created,
                 key=message.key,
+                deflate=message.deflate,
             )
             message.as_snapshot = variant
         return variant

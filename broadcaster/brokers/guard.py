@@ -92,6 +92,13 @@ class Guard:
         except FAILURES as exc:
             self.failed(exc)
             raise self.unavailable(what) from None
+        except Exception as exc:
+            # Not a Redis or socket error (a reply we could not read, a bug):
+            # still a failed operation, or a half-open probe would keep its
+            # slot for ever and the breaker would never probe again.
+            logger.exception("%s broker: %s failed unexpectedly", self.kind, what)
+            self.failed(exc)
+            raise self.unavailable(what) from exc
         self.succeeded()
         return result
 

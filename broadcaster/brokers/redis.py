@@ -10,6 +10,10 @@
 - prepare: a node that does not read a channel yet learns the channel's last
   seq, epoch and last entry id in one script (`SYNC`) and starts reading right
   after that entry: the reply's seq and the live stream meet exactly.
+- rollbacks: both scripts start a new epoch when Redis may have lost seqs it
+  acknowledged (restarted or failed over without fsyncing every write, or
+  behind what this node saw); this node passes the Redis process it checked
+  (`_check_process`) and the highest seq it saw, see redis_scripts.
 - recover: this node's own recent deliveries, plus the stream's retained
   tail up to this node's cursor for what came before; see `recover`.
 - failures: every operation has a timeout and goes through a circuit breaker
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import secrets
 from collections.abc import Callable
@@ -30,6 +36,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
 from broadcaster.brokers.base import BrokerStatus, MessageFactory
 from broadcaster.brokers.breaker import Breaker
@@ -87,6 +95,10 @@ class RedisBroker:
         self._sync = self.client.register_script(SYNC)
         self.reader = StreamReader(self.client, self._keys, self.node, factory, self.guard)
         self._tasks: set[asyncio.Task[None]] = set()
+        # The Redis process the scripts' decisions are about (see _check_process).
+        self._run_id = ""
+        self._durable = False
+        self._may_continue = False
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -94,6 +106,7 @@ class RedisBroker:
         """Connect and start reading; a Redis that is down now only makes the node degraded."""
         try:
             await self.guard.run("connect", self.client.ping)
+            await self._check_process()
         except BrokerUnavailable as exc:
             logger.warning("redis at %s is not reachable yet: %s", _safe(self.config.url), exc)
         self.reader.start()
@@ -138,11 +151,93 @@ class RedisBroker:
         for task in list(self._tasks):
             task.cancel()
         self.guard.close()
-        await self.reader.stop()
-        await self.client.aclose()
+        try:
+            await self.reader.stop()
+        finally:
+            await self.client.aclose()
 
     def status(self) -> BrokerStatus:
-        return self.guard.status()
+        reader = self.reader
+        return dataclasses.replace(
+            self.guard.status(),
+            reader=reader.state,
+            reader_restarts=reader.restarts,
+            last_error=reader.last_error,
+            bad_entries=reader.bad_entries,
+            epoch_resets=reader.epoch_resets,
+        )
+
+    # --- which Redis process -------------------------------------------------
+
+    async def _check_process(self) -> None:
+        """Learn which Redis process answers, and whether it can lose acknowledged writes.
+
+        Its data survives a restart intact only with `appendonly yes` and
+        `appendfsync always` on a primary; a replica promoted to primary may
+        lag whatever its settings. The scripts compare the run_id checked
+        here with the one that assigned a channel's last seq (redis_scripts).
+        A Redis that refuses CONFIG GET counts as not durable: its restarts
+        start new epochs, which tells subscribers instead of guessing.
+        """
+
+        async def inspect() -> tuple[Any, Any, Any]:
+            server = await self.client.info("server")
+            replication = await self.client.info("replication")
+            try:
+                config = await self.client.config_get("append*")
+            except ResponseError:
+                config = {}
+            return server, replication, config
+
+        server, replication, config = await self.guard.run("check the Redis process", inspect)
+        settings = {_text(k): _text(v) for k, v in config.items()}
+        durable = (
+            settings.get("appendonly") == "yes"
+            and settings.get("appendfsync") == "always"
+            and replication.get("role") == "master"
+        )
+        run_id = _text(server["run_id"])
+        if run_id != self._run_id:
+            logger.info(
+                "redis at %s: process %s, %s",
+                _safe(self.config.url),
+                run_id,
+                "fsyncs every write: restarts keep seqs"
+                if durable
+                else "may lose recent writes on a restart or failover: "
+                "those start new epochs (docs/guarantees.md)",
+            )
+        self._run_id = run_id
+        self._durable = durable
+        self._may_continue = durable and int(replication.get("second_repl_offset", -1)) == -1
+
+    async def _script(
+        self, what: str, script: AsyncScript, channel: Channel, extra: list[bytes | str | int]
+    ) -> list[Any]:
+        """Run PUBLISH or SYNC for `channel`; its reply after the leading "ok".
+
+        When Redis runs another process than the one last checked (a restart,
+        a failover), check it, then run the script again.
+        """
+        keys = [self._keys.meta(channel.name), self._keys.stream(channel.name)]
+        for _ in range(3):
+            known_epoch, known_seq = self.reader.seen.get(channel.name, ("", 0))
+            args: list[bytes | str | int] = [
+                secrets.token_hex(6),
+                self._run_id,
+                "1" if self._durable else "0",
+                "1" if self._may_continue else "0",
+                known_epoch,
+                known_seq,
+                *extra,
+            ]
+            reply: list[Any] = await self.guard.run(
+                what, functools.partial(script, keys=keys, args=args)
+            )
+            if reply[0] == b"ok":
+                return reply[1:]
+            await self._check_process()
+        raise self.guard.unavailable(what)
 
     # --- publish -----------------------------------------------------------
 
@@ -153,14 +248,10 @@ class RedisBroker:
         except (TypeError, orjson.JSONEncodeError) as exc:
             raise InvalidPublish(f"data for channel {channel.name!r} is not JSON: {exc}") from None
         maxlen = max(self._min_len, channel.policy.history_size)
-        keys = [self._keys.meta(channel.name), self._keys.stream(channel.name)]
-        args: list[bytes | str | int] = [
-            secrets.token_hex(6),
-            payload,
-            maxlen,
-            self._ttl_ms(channel),
-        ]
-        seq = await self.guard.run("publish", lambda: self._publish(keys=keys, args=args))
+        epoch, seq = await self._script(
+            "publish", self._publish, channel, [payload, maxlen, self._ttl_ms(channel)]
+        )
+        self.reader.note(channel.name, epoch.decode(), int(seq))
         return int(seq)
 
     # --- subscribe ---------------------------------------------------------
@@ -170,11 +261,7 @@ class RedisBroker:
         tail = self.reader.tails.get(channel.name)
         if tail is not None and tail.reading:
             return
-        keys = [self._keys.meta(channel.name), self._keys.stream(channel.name)]
-        reply = await self.guard.run(
-            "subscribe",
-            lambda: self._sync(keys=keys, args=[secrets.token_hex(6), self._ttl_ms(channel)]),
-        )
+        reply = await self._script("subscribe", self._sync, channel, [self._ttl_ms(channel)])
         tail = self.reader.tails.get(channel.name)
         if tail is not None and tail.reading:
             return  # another subscribe got there first; its state is at least as new
@@ -182,6 +269,7 @@ class RedisBroker:
         channel.epoch = epoch.decode()
         channel.last_seq = int(seq)
         self.reader.track(channel, cursor)
+        self.reader.note(channel.name, channel.epoch, channel.last_seq)
 
     async def recover(self, channel: Channel, since: int, epoch: str | None) -> Recovery:
         """Every retained message after `since` up to this node's `last_seq`.
@@ -236,9 +324,13 @@ class RedisBroker:
         current = channel.epoch.encode()
         messages = []
         for entry_id, fields in reversed(newest_first):
-            if fields[b"e"] == current and _entry_ms(entry_id) >= cutoff_ms:
-                seq = int(fields[b"s"])
-                messages.append(self._factory.build(channel, seq, orjson.loads(fields[b"d"])))
+            if fields.get(b"e") == current and _entry_ms(entry_id) >= cutoff_ms:
+                try:
+                    seq = int(fields[b"s"])
+                    data = orjson.loads(fields[b"d"])
+                except (KeyError, ValueError):
+                    continue  # unreadable (the reader counts and logs it): not history
+                messages.append(self._factory.build(channel, seq, data))
         return messages
 
     def _recovery(
@@ -307,6 +399,10 @@ class RedisBroker:
 
 def _entry_ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _safe(url: str) -> str:

@@ -22,6 +22,16 @@ that channel (the rest of the batch is re-read later from the cursor) and
 leaves it out of XREAD until `resume`; the stream keeps the messages
 meanwhile (at least `stream_maxlen` entries), and the slow-consumer rule
 cuts a subscriber that stays full, which gives the room back.
+
+Faults never stop delivery silently: an entry that cannot be read (a field
+missing, a seq that is not a number, data that is not JSON: something else
+wrote into the stream) is skipped, counted (`bad_entries`) and logged with
+its channel and id (rate-limited); any other exception ends one run of the
+loop, is logged once with its traceback and counted (`restarts`), and the
+loop starts again after a back-off (`state` is "restarting" meanwhile, which
+/healthz shows). Each channel's highest seq seen per epoch (`seen`) is what
+the node passes to the scripts so Redis cannot hand out a seq this node
+already saw (see redis_scripts).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -41,7 +52,7 @@ from broadcaster.core import events
 from broadcaster.core.channel import Channel
 from broadcaster.core.history import History
 
-__all__ = ["READ_BLOCK", "StreamReader", "Tail"]
+__all__ = ["READ_BLOCK", "RateLimitedLog", "StreamReader", "Tail"]
 
 logger = logging.getLogger("broadcaster.redis")
 
@@ -53,6 +64,11 @@ READ_COUNT = 512
 WAKE_TTL_MS = 60_000
 # Delay before retrying a failed read while the breaker is still closed.
 RETRY_DELAY = 0.05
+# Back-off before restarting the loop after an unexpected exception: doubles up to the max.
+RESTART_DELAY = 0.1
+RESTART_DELAY_MAX = 5.0
+# Seconds between two log lines of one kind (bad entries, reused seqs); the rest are counted.
+LOG_INTERVAL = 10.0
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -81,6 +97,33 @@ class Tail:
         return self.reading and not self.paused
 
 
+class RateLimitedLog:
+    """At most one warning per `interval` seconds; the next one says how many were left out.
+
+    Why: a stream full of bad entries must not flood the log, but the first
+    one must be there, with its channel and id.
+    """
+
+    __slots__ = ("_last", "_suppressed", "interval")
+
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._last = -float("inf")
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += " (%d similar line(s) left out)"
+            args = (*args, self._suppressed)
+        self._last = now
+        self._suppressed = 0
+        logger.warning(message, *args)
+
+
 class StreamReader:
     """Reads every wanted tail with one blocking XREAD at a time and delivers locally."""
 
@@ -105,6 +148,23 @@ class StreamReader:
         self._read_gen = 0
         self._woken_gen = -1
         self._wakers: set[asyncio.Task[None]] = set()
+        self.seen: dict[str, tuple[str, int]] = {}
+        """Per channel name: the newest epoch this node saw and the highest seq in it."""
+        self.state = "stopped"
+        """"running", or "restarting" after an unexpected exception (until the back-off ends)."""
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.bad_entries = 0
+        self.epoch_resets = 0
+        self._restart_delay = RESTART_DELAY
+        self._bad_log = RateLimitedLog()
+        self._reuse_log = RateLimitedLog()
+
+    def note(self, name: str, epoch: str, seq: int) -> None:
+        """Remember that `seq` exists under `epoch` (a newer epoch replaces an older one)."""
+        known = self.seen.get(name)
+        if known is None or known[0] != epoch or seq > known[1]:
+            self.seen[name] = (epoch, seq)
 
     # --- the set of channels read ------------------------------------------
 
@@ -124,6 +184,7 @@ class StreamReader:
             del self.tails[channel.name]
             if self._by_key.get(tail.key) is tail:
                 del self._by_key[tail.key]
+        self.seen.pop(channel.name, None)
 
     def changed(self) -> None:
         """The set of wanted tails changed: make the blocking read start over."""
@@ -144,16 +205,46 @@ class StreamReader:
     # --- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-reader")
+        self.state = "running"
+        self._task = asyncio.get_running_loop().create_task(
+            self._supervise(), name="redis-reader"
+        )
 
     async def stop(self) -> None:
-        for task in [self._task, *self._wakers]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Cancel the loop and pending wake-ups; never raises (the broker must stop after it)."""
+        self.state = "stopped"
+        tasks = [task for task in [self._task, *self._wakers] if task is not None]
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                logger.error("redis reader ended with %s", _describe(result))
 
     # --- the loop ----------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Run the loop; restart it after any unexpected exception, with a back-off.
+
+        Why: one reader serves every channel of the node; if it died, every
+        subscriber here would stop getting messages while the node looked up.
+        """
+        while True:
+            try:
+                await self._run()
+            except Exception as exc:
+                self.restarts += 1
+                self.last_error = _describe(exc)
+                self.state = "restarting"
+                logger.exception(
+                    "redis reader failed (restart %d in %.1f s): %s",
+                    self.restarts,
+                    self._restart_delay,
+                    self.last_error,
+                )
+                await asyncio.sleep(self._restart_delay)
+                self._restart_delay = min(self._restart_delay * 2, RESTART_DELAY_MAX)
+                self.state = "running"
 
     async def _run(self) -> None:
         guard = self._guard
@@ -180,6 +271,7 @@ class StreamReader:
             finally:
                 self._in_read = False
             guard.succeeded()
+            self._restart_delay = RESTART_DELAY
             for key, entries in reply or ():
                 self._deliver(key, entries)
 
@@ -190,12 +282,16 @@ class StreamReader:
             try:
                 async with asyncio.timeout(guard.timeout):
                     await self._client.ping()
-            except FAILURES as exc:
-                guard.failed(exc)
-                await asyncio.sleep(RETRY_DELAY)
             except asyncio.CancelledError:
                 guard.breaker.release()
                 raise
+            except Exception as exc:
+                # Anything, not only Redis and socket errors: a probe that ends
+                # without a verdict would hold the half-open slot for ever.
+                if not isinstance(exc, FAILURES):
+                    logger.warning("redis probe failed unexpectedly: %s", _describe(exc))
+                guard.failed(exc)
+                await asyncio.sleep(RETRY_DELAY)
             else:
                 guard.succeeded()
             return
@@ -231,13 +327,38 @@ class StreamReader:
         """Deliver one stream entry locally (or skip one already delivered); move the cursor."""
         entry_id, fields = entry
         channel = tail.channel
-        seq = int(fields[b"s"])
-        epoch = fields[b"e"].decode()
+        try:
+            seq = int(fields[b"s"])
+            epoch = fields[b"e"].decode()
+            data = orjson.loads(fields[b"d"])
+            if seq < 1 or not epoch:
+                raise ValueError(f"seq {seq}, epoch {epoch!r}")
+            previous = _previous(fields)
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            # ValueError covers orjson.JSONDecodeError.
+            tail.cursor = entry_id
+            self.bad_entries += 1
+            self._bad_log.warning(
+                "channel %r: stream entry %s is not a broadcaster message (%s); skipped",
+                channel.name,
+                entry_id.decode(errors="replace"),
+                _describe(exc),
+            )
+            return
         if epoch != channel.epoch:
-            self._epoch_changed(channel, epoch)
+            self._epoch_changed(channel, epoch, previous)
             tail.history = History(channel.policy.history_size, channel.policy.history_ttl)
         tail.cursor = entry_id
         if seq <= channel.last_seq:
+            self._reuse_log.warning(
+                "channel %r: entry %s has seq %d of epoch %s, already delivered here "
+                "(last seq %d); skipped",
+                channel.name,
+                entry_id.decode(errors="replace"),
+                seq,
+                epoch,
+                channel.last_seq,
+            )
             return
         if channel.last_seq and seq > channel.last_seq + 1:
             logger.warning(
@@ -246,22 +367,37 @@ class StreamReader:
                 channel.last_seq + 1,
                 seq - 1,
             )
-        try:
-            data = orjson.loads(fields[b"d"])
-        except orjson.JSONDecodeError:
-            logger.error("channel %r: entry %r is not JSON; skipped", channel.name, entry_id)
-            return
+        self.note(channel.name, epoch, seq)
         message = self._factory.build(channel, seq, data)
         tail.history.append(message)
         channel.fan_out(message)
 
-    def _epoch_changed(self, channel: Channel, epoch: str) -> None:
-        """The stream was lost and started again: tell local subscribers in-band, restart seq."""
+    def _epoch_changed(
+        self, channel: Channel, epoch: str, previous: tuple[str, int] | None
+    ) -> None:
+        """The seq history was replaced: tell local subscribers in-band, restart seq.
+
+        When the new epoch names the one this node delivered (`previous`),
+        the notice says the highest seq that epoch reached (what Redis
+        recorded, raised to what this node saw), so a subscriber knows how
+        many messages it missed: `previous_seq` minus the last seq it got.
+        """
+        self.epoch_resets += 1
+        old_epoch, old_last = channel.epoch, channel.last_seq
+        extra: dict[str, object] = {"reset": True}
+        if previous is not None and previous[0] == old_epoch:
+            known = self.seen.get(channel.name)
+            seen = known[1] if known is not None and known[0] == old_epoch else 0
+            extra["previous_epoch"] = old_epoch
+            extra["previous_seq"] = max(previous[1], seen, old_last)
         logger.warning(
-            "channel %r: epoch %s -> %s (the stream was lost); seq starts again from 1",
+            "channel %r: epoch %s -> %s (the seq history was lost or rolled back; "
+            "delivered here up to seq %d, known up to %s); seq starts again from 1",
             channel.name,
-            channel.epoch,
+            old_epoch,
             epoch,
+            old_last,
+            extra.get("previous_seq", "?"),
         )
         channel.epoch = epoch
         channel.last_seq = 0
@@ -276,8 +412,20 @@ class StreamReader:
                 queue_size=channel.policy.queue_size,
                 seq=0,
                 epoch=epoch,
-                extra={"reset": True},
+                extra=extra,
             ),
         )
         for sub in channel.subscriptions:
             sub.notice(notice)
+
+
+def _previous(fields: dict[bytes, bytes]) -> tuple[str, int] | None:
+    """The epoch an entry's epoch replaced and the highest seq it reached, when recorded."""
+    pe = fields.get(b"pe")
+    if not pe:
+        return None
+    return pe.decode(), int(fields.get(b"ps", b"0"))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

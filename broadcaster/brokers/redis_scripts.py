@@ -2,10 +2,13 @@
 
 Per channel C (with the configured prefix P, default "broadcaster:"):
 
-- `Pmeta:C`, a hash: `epoch` (names this seq history) and `seq` (the last
-  seq assigned);
+- `Pmeta:C`, a hash: `epoch` (names this seq history), `seq` (the last seq
+  assigned), `run` and `durable` (the Redis process that last assigned a
+  seq, and whether it fsynced every write), and after a reset `pe` / `ps`
+  (the previous epoch and the highest seq it is known to have reached);
 - `Pstream:C`, a stream: one entry per message, fields `s` (seq), `e`
-  (epoch) and `d` (the published data as JSON);
+  (epoch) and `d` (the published data as JSON); the first entry of an epoch
+  that replaced another also carries `pe` and `ps`;
 - `Pwake:NODE`, a tiny stream each node's reader also waits on, so that a
   node can interrupt its own blocking XREAD when the set of channels it
   reads changes (it expires by itself).
@@ -22,22 +25,76 @@ epoch, as on a lone in-memory node.
 Why a script: the seq must be gap-free and in the stream's order. PUBLISH
 increments the counter and appends the entry in one atomic step, so the
 stream order and the seq order are the same order, whatever node published.
-When the meta hash is missing (never published, FLUSHALL, a Redis restarted
-without persistence) the script creates it with the caller's fresh epoch and
-drops any orphaned stream: seq starts again from 1 under a new epoch.
+
+Why the epoch check (`_CHECK_EPOCH`, in PUBLISH and SYNC): a seq handed out
+twice under one epoch would make every node skip the second message as a
+duplicate, silently. Redis gives out an already used seq whenever it comes
+back with older data than it acknowledged: restarted without persistence
+(the meta hash is missing), from an RDB snapshot or an `everysec` AOF that
+missed the last writes, or a replica promoted while it lagged. The script
+cannot see what was lost, so it starts a new epoch (seq from 1, the old
+stream dropped) whenever:
+
+- the meta hash is missing (never used, FLUSHALL, evicted, restarted empty);
+- a different Redis process (run_id) assigns the next seq than the one that
+  assigned the last, unless the last one fsynced every write (`appendonly
+  yes`, `appendfsync always`) and the current one loaded that data from its
+  own files (a primary, never promoted from replica): only then can nothing
+  acknowledged be missing;
+- the calling node already saw a higher seq of this epoch than the meta
+  hash holds (a rollback the run_id rule did not catch).
+
+The calling node passes the run_id it checked (and the durability it saw);
+if Redis now runs another process, the script answers `{"run", run_id}`
+and the node checks the new process before trying again, so the decision
+is always about the process that runs the script.
+
+The new epoch records the previous one (`pe`) and the highest seq it is
+known to have reached (`ps`: the meta's seq, raised to what the calling
+node saw, and later to what any node that still knew the old epoch saw
+when it publishes or syncs): subscribers are told how many they missed.
 """
 
 from __future__ import annotations
 
-__all__ = ["PUBLISH", "SYNC", "Keys"]
+__all__ = ["PUBLISH", "ROLLBACK_FIELDS", "SYNC", "Keys"]
 
-# Creates the channel's epoch when missing (see the module docstring).
-_ENSURE_EPOCH = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+# Fields of the reset bookkeeping, for tests and tools that inspect the meta hash.
+ROLLBACK_FIELDS = ("pe", "ps", "run", "durable")
+
+# ARGV[1] fresh epoch, ARGV[2] run_id the caller checked, ARGV[3] "1" when that
+# process fsyncs every write, ARGV[4] "1" when it may continue a durable
+# predecessor's seqs (durable and never promoted), ARGV[5] / ARGV[6] the epoch
+# and highest seq the caller saw ("" / 0 when it saw none).
+# Leaves `epoch`, `seq`, `pe`, `ps` set, or returns {"run", run_id} early.
+_CHECK_EPOCH = """
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+if run ~= ARGV[2] then return {'run', run} end
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'run', 'durable', 'pe', 'ps')
+local epoch, seq = m[1], tonumber(m[2] or '0')
+local pe, ps = m[5], tonumber(m[6] or '0')
+local known_epoch, known_seq = ARGV[5], tonumber(ARGV[6])
+local reset = false
 if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
+  reset = true
+  pe, ps = known_epoch, 0
+elseif (m[3] and m[3] ~= run and not (m[4] == '1' and ARGV[4] == '1'))
+    or (known_epoch == epoch and seq < known_seq) then
+  reset = true
+  pe, ps = epoch, seq
+end
+if reset then
+  if pe == known_epoch and known_seq > ps then ps = known_seq end
+  epoch, seq = ARGV[1], 0
+  redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+  if pe ~= '' then redis.call('HSET', KEYS[1], 'pe', pe, 'ps', ps) end
+elseif pe and pe == known_epoch and known_seq > ps then
+  ps = known_seq
+  redis.call('HSET', KEYS[1], 'ps', ps)
+end
+if reset or m[3] ~= run or m[4] ~= ARGV[3] then
+  redis.call('HSET', KEYS[1], 'run', run, 'durable', ARGV[3])
 end
 """
 
@@ -51,32 +108,38 @@ local function expire(ttl_ms)
 end
 """
 
-# KEYS: meta, stream. ARGV: fresh epoch, data (JSON), maxlen, ttl_ms.
-# Returns the seq the message got.
+# KEYS: meta, stream. ARGV[1..6]: as _CHECK_EPOCH; ARGV[7] data (JSON),
+# ARGV[8] maxlen, ARGV[9] ttl_ms.
+# Returns {"ok", epoch, seq}: the seq the message got, and under which epoch.
 PUBLISH = (
     _EXPIRE
-    + _ENSURE_EPOCH
+    + _CHECK_EPOCH
     + """
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 's', seq, 'e', epoch, 'd', ARGV[2])
-expire(ARGV[4])
-return seq
+seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+if seq == 1 and pe and pe ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*',
+    's', seq, 'e', epoch, 'd', ARGV[7], 'pe', pe, 'ps', ps)
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 's', seq, 'e', epoch, 'd', ARGV[7])
+end
+expire(ARGV[9])
+return {'ok', epoch, seq}
 """
 )
 
-# KEYS: meta, stream. ARGV: fresh epoch, ttl_ms.
-# Returns {epoch, last seq, id of the stream's last entry or "0-0"}: where a
-# node that starts reading the channel now starts, atomically with publishes.
+# KEYS: meta, stream. ARGV[1..6]: as _CHECK_EPOCH; ARGV[7] ttl_ms.
+# Returns {"ok", epoch, last seq, id of the stream's last entry or "0-0"}:
+# where a node that starts reading the channel now starts, atomically with
+# publishes.
 SYNC = (
     _EXPIRE
-    + _ENSURE_EPOCH
+    + _CHECK_EPOCH
     + """
-expire(ARGV[2])
-local seq = redis.call('HGET', KEYS[1], 'seq')
+expire(ARGV[7])
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local id = '0-0'
 if #last > 0 then id = last[1][1] end
-return {epoch, seq, id}
+return {'ok', epoch, seq, id}
 """
 )
 

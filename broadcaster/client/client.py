@@ -106,9 +106,11 @@ class Client:
         fail_fast: bool = True,
         random: Callable[[], float] | None = None,
         token: TokenSource | None = None,
+        compression: bool = True,
     ) -> None:
         self.url = url
         self.token = token
+        self.compression = compression
         backoff = Backoff(min_delay, max_delay, factor, long_delay)
         if random is not None:
             backoff.random = random
@@ -369,7 +371,9 @@ class Client:
                 ping_interval=None,  # the heartbeat is the protocol's `ping` op (session.py)
                 close_timeout=1.0,
                 max_size=None,
-                compression=None,
+                # websockets' permessage-deflate offer; the server answers with no
+                # context takeover, so neither side keeps a zlib stream between messages.
+                compression="deflate" if self.compression else None,
             )
         except InvalidURI as exc:
             return "none", 1006, f"invalid URL: {exc}", None, None
@@ -430,6 +434,7 @@ def connect(
     fail_fast: bool = True,
     random: Callable[[], float] | None = None,
     token: TokenSource | None = None,
+    compression: bool = True,
 ) -> Client:
     """A client for `url`; use it as `async with connect(url) as client:`.
 
@@ -445,7 +450,10 @@ def connect(
     - token: a JWT (or the admin token) sent in an `auth` op first on every
       connection; or a function, sync or async, called before each connection
       for a fresh one (then a close 1008 "token expired" reconnects with a new
-      token instead of giving up). Not put in the URL, so it stays out of logs.
+      token instead of giving up). Not put in the URL, so it stays out of logs;
+    - compression: offer permessage-deflate (the server compresses large messages
+      of channels with `compression = "deflate"`, docs/channels.md); False sends
+      no offer, and every frame arrives plain.
     """
     return Client(
         url,
@@ -461,4 +469,5 @@ def connect(
         fail_fast=fail_fast,
         random=random,
         token=token,
+        compression=compression,
     )

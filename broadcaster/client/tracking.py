@@ -50,9 +50,10 @@ class Reset:
     missed: int | None
     """How many messages of the old epoch after `last_seq` were lost; None: unknown.
 
-    The server cannot tell how far the lost history went (messages accepted
-    just before the loss may never have reached this node), so today this is
-    always None: treat it as "possibly some", never as 0.
+    Known when the server names the epoch it replaced (`previous_epoch`,
+    `previous_seq`: the Redis broker does) and it is the one this client
+    followed: `previous_seq - last_seq`. Otherwise None (a freed channel, a
+    restarted server): treat it as "possibly some", never as 0.
     """
     seq: int
     """The new epoch's seq when this client joined it: 0 on an in-band reset
@@ -107,7 +108,15 @@ class SeqTracker:
         return reset
 
     def _reset(self, channel: str, reply: dict[str, Any], last: int) -> Reset:
-        return Reset(channel, self.epoch, str(reply.get("epoch", "")), self.seq, None, last)
+        previous_seq = reply.get("previous_seq")
+        missed = None
+        if (
+            self.epoch is not None
+            and reply.get("previous_epoch") == self.epoch
+            and isinstance(previous_seq, int)
+        ):
+            missed = max(0, previous_seq - (self.seq or 0))
+        return Reset(channel, self.epoch, str(reply.get("epoch", "")), self.seq, missed, last)
 
     def message(self, channel: str, seq: int, snapshot: bool = False) -> tuple[bool, Gap | None]:
         """(deliver, gap) for a message with `seq`."""

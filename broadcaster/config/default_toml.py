@@ -31,6 +31,10 @@ queue_size = 256               # messages per subscription
 # high_watermark = 256         # default: queue_size
 # low_watermark = 128          # default: queue_size / 2
 slow_consumer_timeout = 5.0    # seconds at or above the high watermark -> close 4008
+slow_consumer_share = 0.5      # block: share of time a subscriber may hold publishers -> 4008
+# compression = "deflate"      # off | deflate: permessage-deflate, each message compressed once
+# compression_min_size = 1024  # bytes: smaller messages go plain (they would shrink ~10%)
+# compression_level = 6        # zlib 1 (fastest) .. 9 (smallest)
 
 [channels."tickers.*"]          # a slow browser gets the latest price of every symbol
 strategy = "conflate"

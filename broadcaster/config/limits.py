@@ -69,6 +69,19 @@ class LimitsConfig:
     shed_fraction: float = 0.05
     """Fraction of the connections shed per monitor tick while shedding (at least one)."""
 
+    # Channel creation by WebSocket clients (security/channel_budget.py). Kept
+    # as one block: a subscribe, or a publish to a channel keeping messages,
+    # that creates a channel costs one token of the connection and its address.
+    new_channel_rate: float = 10.0
+    """Channels one connection may create per second (a token bucket); over: `rate_limited`."""
+    new_channel_burst: float = 200.0
+    """Channels one connection may create at once (at least `max_subscriptions`, so a new
+    connection can subscribe to that many new channels at once)."""
+    new_channel_rate_per_ip: float = 50.0
+    """Channels the connections of one address may create per second; 0 = no limit."""
+    new_channel_burst_per_ip: float = 1000.0
+    """Channels the connections of one address may create at once."""
+
 
 LIMITS_KEYS: KeyTypes = {
     "max_connections": int,
@@ -89,6 +102,11 @@ LIMITS_KEYS: KeyTypes = {
     "max_loop_lag": (int, float),
     "shed_after": (int, float),
     "shed_fraction": (int, float),
+    # channel creation
+    "new_channel_rate": (int, float),
+    "new_channel_burst": (int, float),
+    "new_channel_rate_per_ip": (int, float),
+    "new_channel_burst_per_ip": (int, float),
 }
 
 
@@ -137,6 +155,7 @@ def limits_config(values: dict[str, Any], at: Callable[[str], str]) -> LimitsCon
         if not 0 < values["shed_fraction"] <= 1:
             raise fail("shed_fraction", "a fraction > 0 and <= 1")
         values["shed_fraction"] = float(values["shed_fraction"])
+    _new_channel_limits(values, fail)
     if "exempt_networks" in values:
         for network in values["exempt_networks"]:
             try:
@@ -150,3 +169,22 @@ def limits_config(values: dict[str, Any], at: Callable[[str], str]) -> LimitsCon
                 ) from None
         values["exempt_networks"] = tuple(values["exempt_networks"])
     return LimitsConfig(**values)
+
+
+def _new_channel_limits(values: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:
+    """Channel-creation rates >= 0 (0 = no limit), bursts >= 1 (a rate without its burst:
+    twice the rate, at least 1)."""
+    for rate_key, burst_key in (
+        ("new_channel_rate", "new_channel_burst"),
+        ("new_channel_rate_per_ip", "new_channel_burst_per_ip"),
+    ):
+        if rate_key in values:
+            if values[rate_key] < 0:
+                raise fail(rate_key, "a number >= 0 (0 = no limit)")
+            values[rate_key] = float(values[rate_key])
+        if burst_key in values:
+            if values[burst_key] < 1:
+                raise fail(burst_key, "a number >= 1")
+            values[burst_key] = float(values[burst_key])
+        elif values.get(rate_key, 0) > 0:
+            values[burst_key] = max(1.0, 2 * values[rate_key])

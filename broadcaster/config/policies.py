@@ -16,7 +16,7 @@ from typing import Any
 
 from broadcaster.config.auth import AuthConfig
 from broadcaster.config.tables import KeyTypes, check_table
-from broadcaster.core.policy import Access, ChannelPolicy, PolicyTable
+from broadcaster.core.policy import Access, ChannelPolicy, Compression, PolicyTable
 from broadcaster.core.strategies import Strategy
 from broadcaster.errors import ConfigError
 
@@ -28,6 +28,7 @@ POLICY_KEYS: KeyTypes = {
     "high_watermark": int,
     "low_watermark": int,
     "slow_consumer_timeout": (int, float),
+    "slow_consumer_share": (int, float),
     "history_size": int,
     "history_ttl": (int, float),
     "conflate_key": str,
@@ -36,9 +37,13 @@ POLICY_KEYS: KeyTypes = {
     "max_rate": (int, float),
     "subscribe": str,
     "publish": str,
+    "compression": str,
+    "compression_min_size": int,
+    "compression_level": int,
 }
 # Keys whose string value names one member of an enum.
-_CHOICES: dict[str, type[Strategy] | type[Access]] = {
+_CHOICES: dict[str, type[Strategy] | type[Access] | type[Compression]] = {
+    "compression": Compression,
     "strategy": Strategy,
     "conflate_fallback": Strategy,
     "subscribe": Access,
@@ -110,7 +115,7 @@ def channel_policy(
                     " | ".join(f'"{choice.value}"' for choice in choices),
                     value,
                 ) from None
-        elif key in ("slow_consumer_timeout", "history_ttl", "max_rate"):
+        elif key in ("slow_consumer_timeout", "slow_consumer_share", "history_ttl", "max_rate"):
             kwargs[key] = float(value)
         else:
             kwargs[key] = value

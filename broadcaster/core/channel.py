@@ -31,10 +31,16 @@ class ChannelCounters:
     `Outbox.take_batch`, which leaves it in `Outbox.sample_channel`);
     `blocked` how long publishes on a `block` channel waited for room (only
     publishes that had to wait are observed).
+    `deflate_plain` / `deflate_wire` are the bytes of the frames taken for
+    subscribers that negotiated permessage-deflate, as plain frames and as
+    sent (compressed or not): their ratio is the channel's compression ratio,
+    their difference the bytes compression saved.
     """
 
     __slots__ = (
         "blocked",
+        "deflate_plain",
+        "deflate_wire",
         "delivered",
         "dropped",
         "latency",
@@ -48,9 +54,16 @@ class ChannelCounters:
         self.delivered = 0
         self.pauses = 0
         self.slow_consumer_disconnects = 0
+        self.deflate_plain = 0
+        self.deflate_wire = 0
         self.dropped: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
         self.latency = Buckets(LATENCY_BUCKETS)
         self.blocked = Buckets(BLOCKED_BUCKETS)
+
+    @property
+    def deflate_saved(self) -> int:
+        """Bytes compression kept off the wire (frames taken for compressing subscribers)."""
+        return self.deflate_plain - self.deflate_wire
 
     def count_dropped(self, reason: DropReason, count: int) -> None:
         self.dropped[reason] += count
@@ -61,6 +74,8 @@ class ChannelCounters:
         self.delivered += other.delivered
         self.pauses += other.pauses
         self.slow_consumer_disconnects += other.slow_consumer_disconnects
+        self.deflate_plain += other.deflate_plain
+        self.deflate_wire += other.deflate_wire
         for reason, count in other.dropped.items():
             self.dropped[reason] += count
         self.latency.merge(other.latency)
@@ -112,7 +127,10 @@ class Channel:
         self.policy = policy
         self.epoch = epoch
         self.last_seq = last_seq
-        self.subscriptions: list[Subscription] = []
+        self.subscriptions: dict[Subscription, None] = {}
+        """The local subscriptions in attach order (a dict used as an ordered set):
+        fan-out iterates it as fast as a list, and a detach is O(1) where a list's
+        `remove` scanned it (shedding 40,000 subscribers newest-first took 15 s)."""
         self.counters = ChannelCounters()
         self.full_count = 0
         self.pins = 0

@@ -10,10 +10,12 @@ from broadcaster.core.outbox import Outbox
 from broadcaster.core.policy import PolicyTable
 from broadcaster.core.subscription import Subscription
 
-__all__ = ["IDLE_SWEEP_BUDGET", "Hub"]
+__all__ = ["IDLE_SWEEP_BUDGET", "RESTING_MAX", "Hub"]
 
 # Idle candidates one `sweep_idle` call looks at: a few milliseconds of work.
 IDLE_SWEEP_BUDGET = 2_000
+# Seqs remembered of channels freed early (about 200 bytes each, not a channel's 1 KB).
+RESTING_MAX = 10_000
 
 
 class Hub:
@@ -28,15 +30,27 @@ class Hub:
     the periodic `tick(now)` looks only at subscribers that are behind.
 
     Channels are created by any name a client or publisher uses, so they must
-    also go: `sweep_idle(now)` frees a channel that has had no subscriber, no
-    publish and no pin for `idle_ttl` seconds (at least its `history_ttl` when
-    it keeps history, so retained messages stay recoverable). Its counters are
-    added to `retired` under its metrics label, so totals never go backwards;
-    `on_channel_freed` lets the broker forget its state. A channel created
-    after any channel was freed gets a new epoch (`<epoch>.<frees so far>`):
-    a name used again starts at seq 1, and clients must see a new epoch then.
-    Idle candidates are kept in their own map, so a sweep costs per idle
-    channel, not per channel.
+    also go. A channel that keeps no messages (no history, no snapshot) holds
+    nothing a later subscriber could use, so it is freed as soon as nothing
+    uses it: its last subscriber leaves, or its last pin goes (`unpin`: a
+    subscribe that waited on the broker, a publish). Otherwise a client
+    subscribing and unsubscribing invented names filled `max_channels` in
+    seconds for everyone, for minutes. Freeing early must not change what
+    clients see, so the name's epoch and seq are remembered (`resting`, at
+    most `RESTING_MAX`, oldest forgotten first) and the channel created again
+    under that name goes on from them.
+
+    The others are freed by `sweep_idle(now)` after no subscriber, no publish
+    and no pin for `idle_ttl` seconds (at least their `history_ttl` when they
+    keep history, so retained messages stay recoverable); idle candidates are
+    kept in their own map, so a sweep costs per idle channel, not per
+    channel. With `idle_ttl` 0 no channel is ever freed.
+
+    A freed channel's counters are added to `retired` under its metrics
+    label, so totals never go backwards; `on_channel_freed` lets the broker
+    forget its state. A channel created after any channel was freed (and not
+    resting) gets a new epoch (`<epoch>.<frees so far>`): a name used again
+    starts at seq 1, and clients must see a new epoch then.
     """
 
     def __init__(
@@ -67,6 +81,10 @@ class Hub:
         """Channels freed so far (it also names the epoch of channels created since)."""
         self.retired: dict[str, ChannelCounters] = {}
         """The counters of freed channels, summed per metrics label."""
+        self.resting: dict[str, tuple[str, int]] = {}
+        """Channels freed early: name -> (epoch, last_seq), oldest first."""
+        self._ticked: float | None = None
+        """When `tick` last ran: each tick charges full block subscriptions the time since."""
         # name -> (when it was first seen unused, its published count then);
         # None: seen unused since the last sweep, stamped by the next one.
         self._idle: dict[str, tuple[float | None, int]] = {}
@@ -78,14 +96,28 @@ class Hub:
             policy = self.policies.resolve(name)
             if policy is None:
                 return None
-            epoch = f"{self.epoch}.{self.freed}" if self.freed else self.epoch
-            channel = Channel(name, policy, epoch=epoch, created=now)
+            resting = self.resting.pop(name, None)
+            if resting is not None:
+                epoch, last_seq = resting
+            else:
+                epoch = f"{self.epoch}.{self.freed}" if self.freed else self.epoch
+                last_seq = 0
+            channel = Channel(name, policy, epoch=epoch, last_seq=last_seq, created=now)
             self.channels[name] = channel
             if self.idle_ttl:
                 self._idle[name] = (None, 0)
             if self._on_channel_created is not None:
                 self._on_channel_created(channel)
         return channel
+
+    def pin(self, channel: Channel) -> None:
+        """Hold `channel` across an await (it is not freed meanwhile): pair with `unpin`."""
+        channel.pins += 1
+
+    def unpin(self, channel: Channel) -> None:
+        """Release a pin; a channel that keeps no messages and is now unused is freed."""
+        channel.pins -= 1
+        self._free_if_unused(channel)
 
     def add_outbox(self, outbox: Outbox) -> None:
         self.outboxes[outbox.id] = outbox
@@ -101,7 +133,7 @@ class Hub:
         """Attach a new subscription of `outbox` to `channel` (the caller checked it is new)."""
         sub = Subscription(channel, outbox, watch=self.behind, now=now, max_rate=max_rate)
         outbox.subscriptions[channel.name] = sub
-        channel.subscriptions.append(sub)
+        channel.subscriptions[sub] = None
         if len(channel.subscriptions) == 1 and self._on_channel_active is not None:
             self._on_channel_active(channel)
         return sub
@@ -120,12 +152,21 @@ class Hub:
             self._detach(sub)
 
     def tick(self, now: float) -> list[Outbox]:
-        """Drop every connection with a subscription behind for too long; return their outboxes.
+        """Drop every connection with a subscription behind for too long, or holding a block
+        channel's publishers too much of the time (`SlowConsumerRule`); return their outboxes.
 
         Each one is counted as a slow-consumer disconnect on the channel that
         was behind, and everything it held is freed at once; the adapter then
         closes the connection with 4008.
         """
+        # A full subscription of a block channel is what its publishers wait
+        # for: charge it the time since the last tick (sampled, so a sweep
+        # costs per subscriber behind, nothing on the hot path).
+        seconds = 0.0 if self._ticked is None else max(0.0, now - self._ticked)
+        self._ticked = now
+        for sub in self.behind:
+            if sub.full:
+                sub.slow.blocked(now, seconds)
         # Earliest first, then by name: a connection behind on several channels
         # is counted once, on the channel that has been behind the longest.
         expired = sorted(
@@ -180,6 +221,22 @@ class Hub:
                 idle[name] = (since, published)
         return freed
 
+    def _free_if_unused(self, channel: Channel) -> None:
+        """Free `channel` now if it keeps no messages and nothing uses it (see the class)."""
+        if (
+            self.idle_ttl
+            and not channel.subscriptions
+            and not channel.pins
+            and not channel.policy.keeps_messages
+            and self.channels.get(channel.name) is channel
+        ):
+            self._idle.pop(channel.name, None)
+            self._free(channel)
+            resting = self.resting
+            resting[channel.name] = (channel.epoch, channel.last_seq)
+            if len(resting) > RESTING_MAX:
+                del resting[next(iter(resting))]
+
     def _free(self, channel: Channel) -> None:
         del self.channels[channel.name]
         self.freed += 1
@@ -195,9 +252,11 @@ class Hub:
         sub.discard()
         subs = sub.channel.subscriptions
         if sub in subs:
-            subs.remove(sub)
+            del subs[sub]
             if not subs:
+                channel = sub.channel
                 if self.idle_ttl:
-                    self._idle[sub.channel.name] = (None, 0)
+                    self._idle[channel.name] = (None, 0)
                 if self._on_channel_idle is not None:
-                    self._on_channel_idle(sub.channel)
+                    self._on_channel_idle(channel)
+                self._free_if_unused(channel)

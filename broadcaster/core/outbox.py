@@ -11,6 +11,11 @@ The writer's rules live here, free of I/O (docs/ARCHITECTURE.md, hot path rules 
   subscriptions it came from (`in_transport`), so depth counts everything
   the server holds and the queue limits are real.
 
+A connection that negotiated permessage-deflate (`deflate`) takes each
+message's shared compressed frame (`Message.compressed`, built once per
+message for all such connections) instead of the plain one; control frames
+stay plain. Depth, queues and watermarks count messages either way.
+
 The adapter calls `take_batch()`, writes the frames, then `written(unsent)`
 with the transport's buffer size, and `transport_drained()` when the
 transport reports its buffer empty again.
@@ -65,6 +70,7 @@ class Outbox:
         "budget",
         "closed",
         "control",
+        "deflate",
         "id",
         "sample_channel",
         "sample_created",
@@ -72,6 +78,7 @@ class Outbox:
         "subscriptions",
         "timed",
         "wake_at",
+        "wire_bytes",
     )
 
     def __init__(
@@ -84,7 +91,8 @@ class Outbox:
         budget: int = DEFAULT_WRITE_BUDGET,
     ) -> None:
         """`framer` frames control events; data goes out as `Message.frame`, the
-        WebSocket frame built at publish (`FramedOutbox`: other bytes)."""
+        WebSocket frame built at publish, or its shared compressed frame with
+        `deflate` (`FramedOutbox`: other bytes)."""
         self.id = id
         self.subscriptions: dict[str, Subscription] = {}
         self.control: list[bytes] = []
@@ -95,10 +103,14 @@ class Outbox:
         self.armed = True
         """A data push must schedule a flush (not scheduled, not blocked, not closed)."""
         self.closed = False
+        self.deflate = False
+        """The connection negotiated permessage-deflate: data goes as `Message.compressed()`."""
+        self.wire_bytes = 0
+        """Bytes handed to the transport (frames as sent); the adapter adds them."""
         self.budget = budget
         self._framer = framer
         self._frame_of: Callable[[Message, Channel], bytes] | None = None
-        self._take: Callable[[Subscription, list[bytes], int, int], int] = _take
+        self._take: Callable[[Subscription, list[bytes], int, int, bool], int] = _take
         self._on_schedule = on_schedule
         self._write_now = write_now
         self._seg_subs: list[Subscription] = []
@@ -177,7 +189,14 @@ class Outbox:
                     self._countdown = SAMPLE_EVERY
                     self.sample_channel = sub.channel
                     self.sample_created = message.created
-                batch = [message.frame]
+                if self.deflate:
+                    frame = message.deflated or message.compressed()
+                    counters = sub.channel.counters
+                    counters.deflate_plain += len(message.frame)
+                    counters.deflate_wire += len(frame)
+                    batch = [frame]
+                else:
+                    batch = [message.frame]
                 seg_subs.append(sub)
                 seg_starts.append(0)
                 self._last_batch = batch
@@ -211,11 +230,11 @@ class Outbox:
                         self.wake_at = sub.next_due
                     continue
                 sub.next_due = now + sub.interval
-                budget -= take(sub, batch, 1, budget)
+                budget -= take(sub, batch, 1, budget, self.deflate)
                 if items and (self.wake_at is None or sub.next_due < self.wake_at):
                     self.wake_at = sub.next_due
             else:
-                budget -= take(sub, batch, sub.queue_size, budget)
+                budget -= take(sub, batch, sub.queue_size, budget, self.deflate)
                 if items:
                     self._more = True
             if sub.preloaded or sub.indexed:
@@ -341,7 +360,8 @@ class FramedOutbox(Outbox):
     It has its own copy of `take_batch`'s one-message fast path, so that the
     WebSocket outbox's, the hot path of every delivery, checks nothing for
     it; anything else goes through `Outbox.take_batch`, whose general path
-    takes the messages' bytes with `frame_of` (`_take_framed`).
+    takes the messages' bytes with `frame_of` (`_take_framed`). Such a
+    transport never compresses: `deflate` stays False.
     """
 
     __slots__ = ()
@@ -393,12 +413,15 @@ class FramedOutbox(Outbox):
         return super().take_batch(now)
 
 
-def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int) -> int:
+def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int, deflate: bool) -> int:
     """Move up to `limit` messages of `sub` into `batch` within `budget` bytes; return bytes used.
 
     A conflation placeholder is swapped for the newest message of its key,
-    but only when the slot still belongs to that exact placeholder.
+    but only when the slot still belongs to that exact placeholder. With
+    `deflate`, the messages' compressed frames are taken.
     """
+    if deflate:
+        return _take_deflated(sub, batch, limit, budget)
     items = sub.items
     index = sub.index
     popleft = items.popleft
@@ -426,8 +449,12 @@ def _take_framed(
     batch: list[bytes],
     limit: int,
     budget: int,
+    deflate: bool,
 ) -> int:
-    """`_take` for a transport whose bytes are not `Message.frame` (core/streams.py)."""
+    """`_take` for a transport whose bytes are not `Message.frame` (core/streams.py).
+
+    Such a transport never compresses: `deflate` is always False for it.
+    """
     items = sub.items
     index = sub.index
     channel = sub.channel
@@ -447,4 +474,35 @@ def _take_framed(
         limit -= 1
         if used >= budget:
             break
+    return used
+
+
+def _take_deflated(sub: Subscription, batch: list[bytes], limit: int, budget: int) -> int:
+    """`_take` for a connection that negotiated permessage-deflate; counts the bytes saved.
+
+    A separate loop, so connections without compression run the plain one unchanged.
+    """
+    items = sub.items
+    index = sub.index
+    popleft = items.popleft
+    append = batch.append
+    used = 0
+    plain = 0
+    while items and limit > 0:
+        entry = popleft()
+        if index:
+            slot = index.get(entry.key)
+            if slot is not None and slot[0] is entry:
+                del index[entry.key]
+                entry = slot[1]
+        frame = entry.deflated or entry.compressed()
+        append(frame)
+        plain += len(entry.frame)
+        used += len(frame)
+        limit -= 1
+        if used >= budget:
+            break
+    counters = sub.channel.counters
+    counters.deflate_plain += plain
+    counters.deflate_wire += used
     return used

@@ -13,9 +13,10 @@ import enum
 import fnmatch
 from dataclasses import dataclass, field, replace
 
+from broadcaster.core.slow_consumer import DEFAULT_BLOCKING_SHARE
 from broadcaster.core.strategies import Strategy
 
-__all__ = ["DEFAULT_LABEL", "Access", "ChannelPolicy", "PolicyTable"]
+__all__ = ["DEFAULT_LABEL", "Access", "ChannelPolicy", "Compression", "PolicyTable"]
 
 # The metrics label of channels that only [defaults] covers.
 DEFAULT_LABEL = "*"
@@ -34,6 +35,20 @@ class Access(enum.StrEnum):
     """Clients whose token grants the channel (its `subscribe` / `publish` claim)."""
     NONE = "none"
     """No WebSocket client at all."""
+
+
+class Compression(enum.StrEnum):
+    """How a channel's messages travel to subscribers that negotiated permessage-deflate.
+
+    Subscribers that did not negotiate it always get plain frames.
+    """
+
+    OFF = "off"
+    """Plain frames for everyone."""
+    DEFLATE = "deflate"
+    """Each message of at least `compression_min_size` bytes is compressed once, alone
+    (no context takeover), and that one frame goes to every subscriber that negotiated
+    compression (the default: docs/channels.md says why)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,6 +71,10 @@ class ChannelPolicy:
     or high // 2 when the high watermark is at or below that)."""
     slow_consumer_timeout: float = 5.0
     """Seconds at or above the high watermark before close 4008 (default 5.0)."""
+    slow_consumer_share: float = DEFAULT_BLOCKING_SHARE
+    """Block channels: the share of time (> 0, <= 1) a subscriber may keep publishers
+    waiting (its queue full), measured over about `slow_consumer_timeout` seconds,
+    before close 4008 (default 0.5; 1 = only the watermark rule)."""
     history_size: int = 0
     """Messages kept for `since` recovery (default 0: none)."""
     history_ttl: float = 300.0
@@ -72,6 +91,13 @@ class ChannelPolicy:
     """Which WebSocket clients may subscribe (default: anyone)."""
     publish: Access = Access.ANYONE
     """Which WebSocket clients may publish (default: anyone)."""
+    compression: Compression = Compression.DEFLATE
+    """permessage-deflate for subscribers that negotiated it (default: deflate)."""
+    compression_min_size: int = 1024
+    """Messages (JSON payload bytes) smaller than this go uncompressed (default 1024):
+    compressed alone, ticker-sized messages shrink by about a tenth only."""
+    compression_level: int = 6
+    """zlib level, 1 (fastest) to 9 (smallest) (default 6)."""
     label: str = field(default=DEFAULT_LABEL, compare=False)
     """The [channels] key that matched: the `channel` label of metrics."""
 
@@ -93,6 +119,12 @@ class ChannelPolicy:
             return self.low_watermark
         half = self.queue_size // 2
         return half if half < self.high else self.high // 2
+
+    @property
+    def keeps_messages(self) -> bool:
+        """Whether a channel of this policy holds messages for later subscribers (history
+        for `since`, or a snapshot): only such a channel is worth keeping while unused."""
+        return self.history_size > 0 or self.snapshot
 
     def kept_unused(self, idle_ttl: float) -> float:
         """Seconds a channel of this policy is kept unused: `idle_ttl`, but at least
@@ -121,6 +153,13 @@ class ChannelPolicy:
             found.append(
                 ("slow_consumer_timeout", f"seconds > 0, got {self.slow_consumer_timeout}")
             )
+        if not 0 < self.slow_consumer_share <= 1:
+            found.append(
+                (
+                    "slow_consumer_share",
+                    f"a fraction > 0 and <= 1, got {self.slow_consumer_share}",
+                )
+            )
         if self.history_size < 0:
             found.append(("history_size", f"an integer >= 0, got {self.history_size}"))
         if not self.history_ttl > 0:
@@ -138,7 +177,23 @@ class ChannelPolicy:
             found.append(("snapshot", "false unless strategy is conflate (snapshots are per key)"))
         if self.max_rate is not None and not self.max_rate > 0:
             found.append(("max_rate", f"messages per second > 0, got {self.max_rate}"))
+        if self.compression_min_size < 0:
+            found.append(
+                (
+                    "compression_min_size",
+                    f"an integer >= 0 (bytes), got {self.compression_min_size}",
+                )
+            )
+        if not 1 <= self.compression_level <= 9:
+            found.append(
+                ("compression_level", f"an integer from 1 to 9, got {self.compression_level}")
+            )
         return found
+
+    @property
+    def compresses(self) -> bool:
+        """Whether some of this channel's messages may be compressed."""
+        return self.compression is Compression.DEFLATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +220,10 @@ class PolicyTable:
         if self.strict:
             return None
         return self.defaults
+
+    def compresses(self) -> bool:
+        """Whether any channel may compress: only then is permessage-deflate negotiated."""
+        return self.defaults.compresses or any(p.compresses for _, p in self.entries)
 
     def labels(self) -> list[str]:
         """Every metrics label a channel can carry (bounded by the config)."""

@@ -135,7 +135,7 @@ class Subscription:
         self.flow = FlowControl(
             high=policy.high, low=policy.low, on_pause=self._paused, on_resume=self._resumed
         )
-        self.slow = SlowConsumerRule(policy.slow_consumer_timeout)
+        self.slow = SlowConsumerRule(policy.slow_consumer_timeout, policy.slow_consumer_share)
         self.rise_at = policy.high
         self.needs_settle = False
         """Full, behind or paused: `settle` has something to re-check after a write."""

@@ -49,6 +49,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "broadcaster_messages_dropped",
     "broadcaster_flow_pauses",
     "broadcaster_slow_consumer_disconnects",
+    "broadcaster_compression_saved_bytes",
     "broadcaster_queue_depth",
     "broadcaster_publish_blocked_seconds",
     "broadcaster_delivery_latency_seconds",
@@ -57,6 +58,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "broadcaster_broker_up",
     "broadcaster_breaker_state",
     "broadcaster_loop_errors",
+    "broadcaster_broker_reader_restarts",
+    "broadcaster_broker_bad_entries",
+    "broadcaster_broker_epoch_resets",
 )
 
 
@@ -132,19 +136,43 @@ class BroadcasterCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples: lets the registry refuse a name clash at start."""
-        return list(
-            self._families({}, connections=0, lag=0.0, up=None, breaker=None, loop_errors={})
-        )
+        return [
+            *self._families({}, connections=0, lag=0.0, up=None, breaker=None, loop_errors={}),
+            *self._broker_counters(),
+        ]
+
+    def _broker_counters(self) -> Iterator[Metric]:
+        """The broker reader's fault counters (zero for a broker without a reader)."""
+        status = self._app.broker.status() if self._app.started else None
+        for name, doc, attr in (
+            (
+                "broadcaster_broker_reader_restarts",
+                "Times the broker reader died of an unexpected error and was restarted.",
+                "reader_restarts",
+            ),
+            (
+                "broadcaster_broker_bad_entries",
+                "Stream entries skipped because they are not broadcaster messages.",
+                "bad_entries",
+            ),
+            (
+                "broadcaster_broker_epoch_resets",
+                "Channel seq histories this node saw replaced (lost or rolled back in Redis).",
+                "epoch_resets",
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=getattr(status, attr, 0))
 
     def collect(self) -> Iterable[Metric]:
         app = self._app
         if not app.started:
-            return list(
-                self._families({}, connections=0, lag=0.0, up=None, breaker=None, loop_errors={})
-            )
+            return [
+                *self._families({}, connections=0, lag=0.0, up=None, breaker=None, loop_errors={}),
+                *self._broker_counters(),
+            ]
         status = app.broker.status()
-        return list(
-            self._families(
+        return [
+            *self._families(
                 _by_label(app.hub),
                 connections=len(app.sessions),
                 by_transport=_by_transport(app),
@@ -152,8 +180,9 @@ class BroadcasterCollector(Collector):
                 up=status.up,
                 breaker=BREAKER_STATES.get(status.breaker, BREAKER_STATES["open"]),
                 loop_errors={name: guard.errors for name, guard in app.loops.guards.items()},
-            )
-        )
+            ),
+            *self._broker_counters(),
+        ]
 
     def _families(
         self,
@@ -195,6 +224,12 @@ class BroadcasterCollector(Collector):
                 "broadcaster_slow_consumer_disconnects",
                 "Connections closed with 4008 (slow consumer).",
                 "slow_consumer_disconnects",
+            ),
+            (
+                "broadcaster_compression_saved_bytes",
+                "Bytes permessage-deflate kept off the wire (plain minus sent, "
+                "over frames for subscribers that negotiated it).",
+                "deflate_saved",
             ),
         ):
             counter = CounterMetricFamily(name, doc, labels=["channel"])

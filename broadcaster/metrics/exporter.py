@@ -30,6 +30,8 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "max_subscriptions",  # a subscribe over the per-connection limit (error forbidden)
     "max_channels",  # a channel that would exceed [limits] max_channels (error forbidden)
     "publish_rate",  # a publish over the per-connection rate (error rate_limited)
+    "new_channel_rate",  # a connection creating channels too fast (error rate_limited)
+    "new_channel_rate_per_ip",  # an address creating channels too fast (error rate_limited)
     "rate_limit",  # a client that kept publishing over its rate (close 4029)
     "abuse",  # protocol abuse: too many invalid frames (close 1008)
     "message_size",  # a frame above max_message_size (close 1009)

@@ -26,7 +26,8 @@ thousand half-sent requests would also starve the WebSocket port):
 
 - the request head must arrive within `header_timeout` of the connect (or of
   the previous response, on keep-alive): aiohttp's keep-alive timer, which
-  closes a connection still waiting for a complete request head;
+  closes a connection still waiting for a complete request head (from
+  aiohttp 3.14.4 on, hence the lower bound in pyproject.toml);
 - the body within `body_timeout` once the head arrived: 408, then close
   (after discarding for up to `body_timeout` what still arrives, so the
   client sees the 408 rather than a reset);

@@ -42,6 +42,7 @@ from broadcaster.core.ops import validate_channel
 from broadcaster.core.subscription import Subscription
 from broadcaster.errors import (
     ChannelBlocked,
+    ChannelRateLimited,
     ConfigError,
     InvalidPublish,
     ServerStateError,
@@ -52,6 +53,7 @@ from broadcaster.metrics import CONTENT_TYPE, Metrics
 from broadcaster.security.admin import AdminGate
 from broadcaster.security.admission import Admission
 from broadcaster.security.auth import Authenticator
+from broadcaster.security.channel_budget import ChannelBudget, ChannelBudgets
 from broadcaster.security.exposure import exposure_warnings
 from broadcaster.security.origins import OriginPolicy
 from broadcaster.security.overload import Overload
@@ -71,7 +73,13 @@ from broadcaster.server.session import ClientSession
 from broadcaster.server.sse import StreamEndpoints
 from broadcaster.server.subscriber import Subscriber
 from broadcaster.server.system import STATS_CHANNEL, is_system, with_system_policy
-from broadcaster.server.websocket import BroadcasterConnection, connection_class, frame_text
+from broadcaster.server.websocket import (
+    BroadcasterConnection,
+    connection_class,
+    deflate_offer,
+    deflater,
+    frame_text,
+)
 from broadcaster.sources.base import SourceRunner, build_source
 
 __all__ = ["BlockedPublisher", "Broadcaster"]
@@ -152,6 +160,7 @@ class Broadcaster:
         limits = cfg.limits
         self.overload = Overload(limits.max_loop_lag, limits.shed_after, limits.shed_fraction)
         self.admission = Admission(limits, self.overload)
+        self.channel_budgets = ChannelBudgets(limits)
         self.auth = Authenticator(cfg.auth, admin_token=cfg.admin.token)
         self.admin_gate = AdminGate(
             self.auth, has_token=bool(cfg.admin.token), open_=cfg.admin.open
@@ -238,7 +247,10 @@ class Broadcaster:
         self.loops = Loops(self._fault_hook)
         self.scheduler = FlushScheduler(self._loop, self.loops.guard("flush"))
         self.rooms = RoomWaiters(self._loop)
-        self.factory = MessageFactory(self.framer, self._loop.time)
+        compresses = cfg.policies.compresses()
+        self.factory = MessageFactory(
+            self.framer, self._loop.time, deflater if compresses else None
+        )
         self.hub = Hub(
             with_system_policy(cfg.policies),
             epoch=secrets.token_hex(6),
@@ -261,7 +273,9 @@ class Broadcaster:
             self._handle,
             cfg.server.host,
             cfg.server.port,
+            # Negotiated only when some channel compresses (server/websocket.py).
             compression=None,
+            extensions=[deflate_offer()] if compresses else None,
             max_size=cfg.server.max_message_size,
             max_queue=MAX_INCOMING_QUEUE,
             write_limit=(0, 0),
@@ -469,6 +483,7 @@ class Broadcaster:
         *,
         publisher: BlockedPublisher | None = None,
         block_timeout: float | None = None,
+        budget: ChannelBudget | None = None,
     ) -> int:
         """Publish `data` to `channel`; returns its seq. Waits for room on `block` channels.
 
@@ -476,7 +491,9 @@ class Broadcaster:
         when no room appears in time nothing is published and `ChannelBlocked`
         is raised with `retry_after`. Only the wait is bounded, never the
         broker's publish itself, so a timeout never leaves a message half-sent.
-        `publisher` hears when the publish starts and stops waiting.
+        `publisher` hears when the publish starts and stops waiting. `budget`
+        (a WebSocket client's) pays for the channel if the publish creates one
+        that outlives it (`check_new_channel`).
         Raises `PublishError` subclasses carrying PROTOCOL.md codes.
         """
         if self._server is None or self.phase is Phase.STOPPED:
@@ -484,40 +501,64 @@ class Broadcaster:
         problem = validate_channel(channel)
         if problem:
             raise InvalidPublish(problem)
-        self.check_new_channel(channel)
+        self.check_new_channel(channel, budget, publish=True)
         target = self.hub.channel(channel, self._loop.time())
         if target is None:
             raise UnknownChannel(
                 f"channel {channel!r} matches no [channels] entry and strict_channels is on"
             )
-        if target.blocking and self.rooms.must_wait(target):
-            if block_timeout is not None and block_timeout <= 0:
-                raise ChannelBlocked(channel, 0.0, retry_after=BLOCKED_RETRY_AFTER)
-            if publisher is not None:
-                publisher.channel_blocked(target)
-            waited_from = self._loop.time()
-            try:
-                if block_timeout is None:
-                    await self.rooms.wait(target)
-                else:
-                    async with asyncio.timeout(block_timeout):
-                        await self.rooms.wait(target)
-            except TimeoutError:
-                raise ChannelBlocked(
-                    channel, block_timeout or 0.0, retry_after=BLOCKED_RETRY_AFTER
-                ) from None
-            finally:
-                target.counters.blocked.observe(self._loop.time() - waited_from)
+        # Pinned until the broker took it: a channel that keeps no messages is
+        # freed right after (Hub.unpin), never while a publish is under way.
+        self.hub.pin(target)
+        try:
+            if target.blocking and self.rooms.must_wait(target):
+                if block_timeout is not None and block_timeout <= 0:
+                    raise ChannelBlocked(channel, 0.0, retry_after=BLOCKED_RETRY_AFTER)
                 if publisher is not None:
-                    publisher.channel_unblocked(target)
-        return await self.broker.publish(target, data)
+                    publisher.channel_blocked(target)
+                waited_from = self._loop.time()
+                try:
+                    if block_timeout is None:
+                        await self.rooms.wait(target)
+                    else:
+                        async with asyncio.timeout(block_timeout):
+                            await self.rooms.wait(target)
+                except TimeoutError:
+                    raise ChannelBlocked(
+                        channel, block_timeout or 0.0, retry_after=BLOCKED_RETRY_AFTER
+                    ) from None
+                finally:
+                    target.counters.blocked.observe(self._loop.time() - waited_from)
+                    if publisher is not None:
+                        publisher.channel_unblocked(target)
+            return await self.broker.publish(target, data)
+        finally:
+            self.hub.unpin(target)
 
-    def check_new_channel(self, name: str) -> None:
-        """Raise TooManyChannels (counted) if `name` would be one channel too many."""
-        cap = self.config.limits.max_channels
+    def check_new_channel(
+        self, name: str, budget: ChannelBudget | None = None, *, publish: bool = False
+    ) -> None:
+        """Raise (counted) if creating `name` now is refused: over the creator's
+        budget (`ChannelRateLimited`) or one channel too many (`TooManyChannels`).
+
+        A publish pays only for a channel that keeps messages: any other is
+        freed as soon as the publish is done, so it holds no slot.
+        """
         channels = self.hub.channels
         # $sys.stats stays reachable (the dashboard); other $sys.* names count like any.
-        if cap and len(channels) >= cap and name not in channels and name != STATS_CHANNEL:
+        if name in channels or name == STATS_CHANNEL:
+            return
+        if budget is not None:
+            policy = self.hub.policies.resolve(name)
+            if policy is not None and (policy.keeps_messages or not publish):
+                overspent = budget.spend(self._loop.time())
+                if overspent is not None:
+                    self.metrics.refused(overspent.reason)
+                    raise ChannelRateLimited(
+                        overspent.message, retry_after=round(overspent.retry_after, 3) or 0.001
+                    )
+        cap = self.config.limits.max_channels
+        if cap and len(channels) >= cap:
             self.metrics.refused("max_channels")
             raise TooManyChannels(
                 f"channel {name!r} does not exist and this server holds {cap} channels, "

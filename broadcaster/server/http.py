@@ -281,20 +281,26 @@ class HttpEndpoints:
         return respond(http.HTTPStatus.OK, entry.read_bytes(), _CONTENT_TYPES[match.group(1)])
 
     def _healthz(self, query: dict[str, list[str]]) -> Response:
-        # Liveness: 200 even while the broker is down (local subscribers are served),
-        # 503 once a background loop has stopped: the process no longer does its job
-        # (slow consumers are not cut off, ...) and only a restart brings the loop back.
+        # Liveness: 200 even while the broker is down (every node is equally affected
+        # and local subscribers are served). 503 once a background loop has stopped:
+        # the process no longer does its job and only a restart brings the loop back
+        # ("failing"); and while this node's broker reader is restarting: only this
+        # node delivers nothing, so a load balancer should route around it ("degraded").
         broker = self.app.broker.status()
         stopped = self.app.loops.stopped()
+        restarting = broker.reader == "restarting"
         document: dict[str, object] = {
-            "status": "failing" if stopped else "ok",
+            "status": "failing" if stopped else "degraded" if restarting else "ok",
             "broker": "up" if broker.up else "down",
             "breaker": broker.breaker,
             "connections": len(self.app.sessions),
         }
         if stopped:
             document["stopped_loops"] = stopped
-        status = http.HTTPStatus.SERVICE_UNAVAILABLE if stopped else http.HTTPStatus.OK
+        if broker.reader is not None:
+            document["reader"] = broker.reader
+        unhealthy = bool(stopped) or restarting
+        status = http.HTTPStatus.SERVICE_UNAVAILABLE if unhealthy else http.HTTPStatus.OK
         return _json(status, document)
 
     def _stats(self, query: dict[str, list[str]]) -> Response:

@@ -3,9 +3,11 @@
 What a subscriber is (ops, access rules, limits, subscriptions, the outbox)
 lives in `server/subscriber.py`; this module only adds what WebSocket
 brings: ops read from frames, `?token=` from the handshake URL, pings
-through websockets' bookkeeping, and the close frame with its code. The
-messages' WebSocket frames are built once at publish (`Message.frame`), so
-the shared `flush` hands them to the transport as they are.
+through websockets' bookkeeping, the close frame with its code, and
+permessage-deflate when the handshake negotiated it (`outbox.deflate`). The
+messages' WebSocket frames are built once at publish (`Message.frame`, or
+the shared compressed one, `Message.compressed()`), so the shared `flush`
+hands them to the transport as they are.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from broadcaster.server.subscriber import (
     REPLY_BACKLOG_LIMIT,
     Subscriber,
 )
-from broadcaster.server.websocket import BroadcasterConnection
+from broadcaster.server.websocket import BroadcasterConnection, negotiated_deflate
 
 if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
@@ -41,6 +43,8 @@ class ClientSession(Subscriber):
     def __init__(self, app: Broadcaster, ws: BroadcasterConnection, session_id: int) -> None:
         super().__init__(app, ws.transport, ws.remote_address, session_id, framer=app.framer)
         self.ws = ws
+        # Compressed subscribers take each message's shared compressed frame.
+        self.outbox.deflate = negotiated_deflate(ws.protocol)
         self._protocol = ws.protocol
         self._ping: bytes | None = None
         self._lost = False

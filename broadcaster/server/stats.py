@@ -58,7 +58,22 @@ def connection_entry(session: Subscriber, now: float) -> dict[str, Any]:
         "closes_in": round(max(0.0, min(deadlines) - now), 3) if deadlines else None,
         "fill": round(max((s.depth / s.limit for s in stats), default=0.0), 3),
         "lag": max((s.lag for s in stats), default=0.0),
+        "compression": "permessage-deflate" if session.outbox.deflate else None,
+        "bytes_sent": session.outbox.wire_bytes,
         "subscriptions": [asdict(s) for s in stats],
+    }
+
+
+def compression_entry(channel: Channel) -> dict[str, Any]:
+    """The channel's compression: its mode, and over the frames taken for subscribers
+    that negotiated permessage-deflate, their plain and sent bytes and the ratio."""
+    counters = channel.counters
+    plain, wire = counters.deflate_plain, counters.deflate_wire
+    return {
+        "mode": channel.policy.compression.value,
+        "plain_bytes": plain,
+        "wire_bytes": wire,
+        "ratio": round(wire / plain, 3) if plain else None,
     }
 
 
@@ -136,6 +151,7 @@ def build_stats(
         entry = asdict(channel_stats(channel))
         counters = channel.counters
         entry["dropped_total"] = dropped = counters.dropped_total
+        entry["compression"] = compression_entry(channel)
         entry["rates"] = rates.rates(
             channel.name,
             now,
@@ -147,7 +163,7 @@ def build_stats(
         channels[channel.name] = entry
     # Every channel counts, shown or not, and freed ones too (hub.retired):
     # totals never go backwards. A few integer reads per channel.
-    published = delivered = dropped = pauses = cut_off = 0
+    published = delivered = dropped = pauses = cut_off = saved = 0
     for counters in itertools.chain(
         (channel.counters for channel in hub.channels.values()), hub.retired.values()
     ):
@@ -156,12 +172,14 @@ def build_stats(
         dropped += counters.dropped_total
         pauses += counters.pauses
         cut_off += counters.slow_consumer_disconnects
+        saved += counters.deflate_saved
     totals = {
         "published": published,
         "delivered": delivered,
         "dropped": dropped,
         "pauses": pauses,
         "slow_consumer_disconnects": cut_off,
+        "compression_saved_bytes": saved,
         "channels": len(hub.channels),
         "channels_shown": len(channels),
         "channels_freed": hub.freed,
@@ -180,7 +198,7 @@ def build_stats(
             "uptime": round(now - app.started_mono, 3),
             "connections": len(sessions),
             "loop_lag": round(app.monitor.loop_lag, 6),
-            "broker": asdict(app.broker.status()),
+            "broker": app.broker.status().as_dict(),
             "epoch": app.hub.epoch,
             "loops": {name: guard.snapshot() for name, guard in app.loops.guards.items()},
         },

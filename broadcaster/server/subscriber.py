@@ -20,8 +20,9 @@ per message per subscriber.
 Ingress rules (broadcaster/security/) are applied here, per op: the token
 (`?token=` or `auth`; a bad one closes with "invalid token", its expiry closes
 "token expired" on a timer), channel permissions and `$sys.*` (`forbidden`),
-`max_subscriptions`, `max_channels`, and the publish rate (`rate_limited`,
-then 4029). None of them touches the write path (`flush`).
+`max_subscriptions`, `max_channels`, the channel-creation budget
+(`rate_limited`) and the publish rate (`rate_limited`, then 4029). None of
+them touches the write path (`flush`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING
 from broadcaster.codes import ABUSE_ERROR_CODES, CloseCode, ErrorCode
 from broadcaster.core import events
 from broadcaster.core.channel import Channel
+from broadcaster.core.history import Recovery
 from broadcaster.core.message import Message
 from broadcaster.core.ops import (
     SYSTEM_PREFIX,
@@ -55,7 +57,7 @@ from broadcaster.core.ops import (
 )
 from broadcaster.core.outbox import FramedOutbox, Outbox
 from broadcaster.core.policy import ChannelPolicy
-from broadcaster.errors import PublishError, TooManyChannels
+from broadcaster.errors import ChannelRateLimited, PublishError, TooManyChannels
 from broadcaster.security.access import (
     refuse_publish,
     refuse_subscribe,
@@ -141,6 +143,8 @@ class Subscriber:
         self.grant: Grant | None = None
         """What this connection's token allows (None: no token)."""
         self._expiry: asyncio.TimerHandle | None = None
+        self.channel_budget = app.channel_budgets.for_connection(self.ip, self.connected_mono)
+        """What this connection (and its address) may still create in channels."""
         limits = app.config.limits
         self.limiter = (
             PublishLimiter(
@@ -171,7 +175,9 @@ class Subscriber:
         batch = outbox.take_batch(self.loop.time() if outbox.timed else 0.0)
         if batch and self._open:
             transport = self._transport
-            transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            transport.write(data)
+            outbox.wire_bytes += len(data)
             outbox.written(transport.get_write_buffer_size())
             sampled = outbox.sample_channel
             if sampled is not None:
@@ -258,9 +264,11 @@ class Subscriber:
                 self._forbidden(refusal, op.id)
                 return
         try:
-            seq = await self.app.publish(op.channel, op.data, publisher=self)
+            seq = await self.app.publish(
+                op.channel, op.data, publisher=self, budget=self.channel_budget
+            )
         except PublishError as exc:
-            # TooManyChannels is counted where it is raised (every publish path).
+            # TooManyChannels and ChannelRateLimited are counted where they are raised.
             if exc.code in _REFUSED_PUBLISH_CODES and not isinstance(exc, TooManyChannels):
                 self.app.metrics.refused(exc.code)
             extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
@@ -291,22 +299,35 @@ class Subscriber:
             self.app.metrics.refused("unknown_channel")
             self.send(events.error(ErrorCode.UNKNOWN_CHANNEL, _unknown(name), op.id))
             return
-        recovery = None
-        channel.pins += 1  # not freed as idle while this waits on the broker
+        hub = self.app.hub
+        hub.pin(channel)  # not freed while this waits on the broker, until attached
         try:
-            # The broker brings the channel's seq up to date (a Redis node that
-            # does not read this channel yet starts reading it) and, with
-            # `since`, fetches the missed tail.
-            if op.since is not None:
-                recovery = await self.app.broker.recover(channel, op.since, op.epoch)
-            else:
-                await self.app.broker.prepare(channel)
+            recovery = await self._prepare(op, channel)
+            self._attach(op, channel, recovery, position_unknown=position_unknown)
         except PublishError as exc:
             retry = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
             self.send(events.error(exc.code, str(exc), op.id, **retry))
-            return
         finally:
-            channel.pins -= 1
+            hub.unpin(channel)  # frees it if nothing came to use it
+
+    async def _prepare(self, op: Subscribe, channel: Channel) -> Recovery | None:
+        """The broker brings the channel's seq up to date (a Redis node that does
+        not read this channel yet starts reading it) and, with `since`, fetches
+        the missed tail."""
+        if op.since is not None:
+            return await self.app.broker.recover(channel, op.since, op.epoch)
+        await self.app.broker.prepare(channel)
+        return None
+
+    def _attach(
+        self,
+        op: Subscribe,
+        channel: Channel,
+        recovery: Recovery | None,
+        *,
+        position_unknown: bool = False,
+    ) -> None:
+        name = channel.name
         if self.closing or name in self.outbox.subscriptions:
             return
         # From here to the attachment nothing awaits: the reply's seq, the
@@ -366,7 +387,8 @@ class Subscriber:
         self.send(events.error(ErrorCode.FORBIDDEN, message, op_id))
 
     def _may_subscribe(self, name: str, op: Subscribe) -> bool:
-        """Channel permissions, `$sys.*` and `max_subscriptions`; refuses with `forbidden`."""
+        """Channel permissions, `$sys.*`, `max_subscriptions` (`forbidden`), and for a
+        new channel `max_channels` (`forbidden`) and the creation budget (`rate_limited`)."""
         app = self.app
         if name.startswith(SYSTEM_PREFIX):
             gate = app.admin_gate
@@ -379,11 +401,6 @@ class Subscriber:
         if refusal is not None:
             self._forbidden(refusal, op.id)
             return False
-        try:
-            app.check_new_channel(name)
-        except TooManyChannels as exc:
-            self.send(events.error(ErrorCode.FORBIDDEN, str(exc), op.id))
-            return False
         cap = app.config.limits.max_subscriptions
         if cap and len(self.outbox.subscriptions) >= cap:
             app.metrics.refused("max_subscriptions")
@@ -395,6 +412,13 @@ class Subscriber:
                     op.id,
                 )
             )
+            return False
+        # Last: only a subscribe that would otherwise succeed pays for a new channel.
+        try:
+            app.check_new_channel(name, self.channel_budget)
+        except (TooManyChannels, ChannelRateLimited) as exc:
+            retry = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
+            self.send(events.error(exc.code, str(exc), op.id, **retry))
             return False
         return True
 

@@ -21,8 +21,18 @@ Three things are added to `ServerConnection`, nothing is parsed by hand:
   `protocol.handshake_exc`.
 
 `frame_text` builds a server-to-client text frame with websockets' own frame
-serializer; server frames are unmasked and compression is off, so the same
-bytes are valid on every connection and a message is framed once.
+serializer; server frames are unmasked, so the same bytes are valid on every
+connection and a message is framed once.
+
+Compression (permessage-deflate, RFC 7692) is negotiated by websockets'
+own extension classes (`deflate_offer`), always with
+`server_no_context_takeover` and `client_no_context_takeover`: every
+message the server sends is compressed alone, so one compressed frame
+(`deflater`, websockets' `PerMessageDeflate` encoder) is valid on every
+connection that negotiated it and is built once per message, and no
+connection keeps a zlib stream between messages, in either direction.
+Client frames that arrive compressed are inflated by websockets within
+`max_size` (the server's `max_message_size`): past it, close 1009.
 """
 
 from __future__ import annotations
@@ -30,19 +40,74 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import OPEN
+from websockets.protocol import Protocol as WebSocketProtocol
 
-__all__ = ["BroadcasterConnection", "ConnectionEvents", "RequestGuard", "frame_text"]
+__all__ = [
+    "BroadcasterConnection",
+    "ConnectionEvents",
+    "RequestGuard",
+    "deflate_offer",
+    "deflater",
+    "frame_text",
+    "negotiated_deflate",
+]
+
+# The window of the shared compressor: a client that limits the server's window
+# below it (server_max_window_bits) gets plain frames.
+DEFLATE_WINDOW_BITS = 15
 
 
 def frame_text(payload: bytes) -> bytes:
     """The complete WebSocket text frame carrying `payload` (server side: unmasked)."""
     return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+def deflater(level: int) -> Callable[[bytes], bytes]:
+    """What builds the compressed text frame (RSV1 set) of a payload, compressed alone.
+
+    websockets' encoder with local no-context-takeover starts a fresh zlib
+    stream for every message and drops it after, so the frame depends on the
+    payload only and any connection that negotiated permessage-deflate with
+    `server_no_context_takeover` decodes it.
+    """
+    extension = PerMessageDeflate(
+        True, True, DEFLATE_WINDOW_BITS, DEFLATE_WINDOW_BITS, {"level": level}
+    )
+    extensions = [extension]
+
+    def deflate(payload: bytes) -> bytes:
+        return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=extensions)
+
+    return deflate
+
+
+def deflate_offer() -> ServerPerMessageDeflateFactory:
+    """The server's answer to a client's permessage-deflate offer: no context takeover
+    either way, so a connection holds no zlib state between messages."""
+    return ServerPerMessageDeflateFactory(
+        server_no_context_takeover=True, client_no_context_takeover=True
+    )
+
+
+def negotiated_deflate(protocol: WebSocketProtocol) -> bool:
+    """Whether this connection takes the shared compressed frames (`deflater`)."""
+    return any(
+        isinstance(ext, PerMessageDeflate)
+        and ext.local_no_context_takeover
+        and ext.local_max_window_bits >= DEFLATE_WINDOW_BITS
+        for ext in protocol.extensions
+    )
 
 
 class ConnectionEvents(Protocol):
@@ -234,4 +299,4 @@ def connection_class(
     )
 
 
-__all__ += ["connection_class"]
+__all__ += ["DEFLATE_WINDOW_BITS", "connection_class"]

@@ -141,8 +141,9 @@ export interface ResetEvent {
   /** The last seq of the old epoch this client saw (null if none). */
   lastSeq: number | null;
   /**
-   * How many messages of the old epoch after lastSeq were lost; null: unknown (the server cannot
-   * tell how far the lost history went). Treat null as "possibly some", never as 0.
+   * How many messages of the old epoch after lastSeq were lost: exact when the server names the
+   * epoch it replaced (`previous_epoch`, `previous_seq`; the Redis broker does) and it is the one
+   * this client followed; null otherwise (unknown): treat null as "possibly some", never as 0.
    */
   missed: number | null;
   /**

@@ -156,9 +156,14 @@ export class SeqTracker {
   }
 
   _reset(reply, seq) {
-    // `missed`: how much of the old history after lastSeq was lost cannot be known (the
-    // server does not know how far it went), so it is null, never a guess.
-    return { channel: reply.channel, oldEpoch: this.epoch, epoch: reply.epoch ?? "", lastSeq: this.seq, missed: null, seq };
+    // `missed`: exact when the server names the epoch it replaced (previous_epoch and
+    // previous_seq, as the Redis broker does) and it is the one followed here; else null
+    // (a freed channel, a restarted server): unknown, never a guess.
+    let missed = null;
+    if (this.epoch != null && reply.previous_epoch === this.epoch && Number.isInteger(reply.previous_seq)) {
+      missed = Math.max(0, reply.previous_seq - (this.seq ?? 0));
+    }
+    return { channel: reply.channel, oldEpoch: this.epoch, epoch: reply.epoch ?? "", lastSeq: this.seq, missed, seq };
   }
 
   /** A message with `seq`: `{deliver, gap}`; a duplicate is not delivered. */

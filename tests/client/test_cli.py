@@ -164,3 +164,21 @@ def test_sub_tells_the_human_about_a_reset() -> None:
         " of the old epoch's messages may be lost; seq 1..2 of the new epoch came before this"
         " subscription)",
     ]
+
+
+def test_pub_at_debug_level_logs_no_token(server: ServerProcess) -> None:
+    """websockets' client logs its request at DEBUG; BROADCASTER_TOKEN must not appear in it."""
+    token = "cli-secret-token-" + "x" * 24
+    result = broadcaster(
+        "--log-level",
+        "DEBUG",
+        "pub",
+        "--url",
+        f"{server.url}?token={token}",
+        "news",
+        '"hi"',
+        env={"BROADCASTER_TOKEN": token},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG" in result.stderr  # the request was logged ...
+    assert token not in result.stderr + result.stdout  # ... without the credential

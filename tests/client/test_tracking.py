@@ -59,6 +59,18 @@ def test_a_reply_in_the_tracked_epoch_is_no_reset() -> None:
     assert t.subscribed(reply(9, recovered=True), 4) == (None, None)
 
 
+def test_a_reset_naming_the_replaced_epoch_counts_what_was_missed() -> None:
+    """previous_epoch/previous_seq of the followed epoch give the exact loss; else unknown."""
+    t = SeqTracker()
+    t.subscribed(reply(0), None)
+    for seq in range(1, 6):
+        t.message("c", seq)
+    notice = {**reply(0, "e2", reset=True), "previous_epoch": "e1", "previous_seq": 9}
+    assert t.reset(notice).missed == 4  # seqs 6..9 of e1 never arrived
+    other = {**reply(0, "e3", reset=True), "previous_epoch": "elsewhere", "previous_seq": 9}
+    assert t.reset(other).missed is None  # not the epoch this client followed
+
+
 def test_nothing_missed_on_resubscribe_is_no_gap() -> None:
     t = SeqTracker()
     t.subscribed(reply(5), None)

@@ -22,8 +22,12 @@ def freed(server: Broadcaster, *names: str) -> bool:
 
 
 async def test_names_freed_when_idle_give_max_channels_slots_back(serve: StartServer) -> None:
-    """At max_channels a new name is forbidden; once the old ones are idle it is accepted."""
-    server = await serve("[limits]\nmax_channels = 2\n", server_toml=IDLE_SERVER_TOML)
+    """At max_channels a new name is forbidden; once the old ones are idle it is accepted
+    (channels keeping messages: the others are freed as soon as nothing uses them)."""
+    server = await serve(
+        "[limits]\nmax_channels = 2\n[defaults]\nhistory_size = 1\nhistory_ttl = 0.1\n",
+        server_toml=IDLE_SERVER_TOML,
+    )
     client = await open_client(server.url)
     await client.subscribe("one")
     assert await client.publish("two", 1) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from broadcaster.tools.slow_client import run
 from tests.conftest import StartServer
+from tests.support.servers import slow_consumer_disconnects
 
 CHANNELS = """
 [channels."slow.demo"]
@@ -27,4 +28,4 @@ async def test_slow_client_tool_is_cut_off_and_sees_4008_and_the_stats_record(
     assert outcome.record["channel"] == "slow.demo"
     assert outcome.record["remote"] == outcome.local_address
     assert outcome.close_code == 4008
-    assert server.hub.channels["slow.demo"].counters.slow_consumer_disconnects == 1
+    assert slow_consumer_disconnects(server, "slow.demo") == 1

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from broadcaster.server.app import Broadcaster
 from broadcaster.server.session import ClientSession
-from tests.conftest import ConnectRaw, StartServer
+from tests.conftest import WIRES, ConnectRaw, StartServer
 from tests.support.clients import open_client
 from tests.support.servers import slow_consumer_disconnects, wait_until
+
+# Every test both ways: clients reading plain frames, and clients that negotiated
+# permessage-deflate with every message compressed (tests/conftest.py `wire`).
+pytestmark = [
+    pytest.mark.parametrize("wire", WIRES, indirect=True),
+    pytest.mark.usefixtures("wire"),
+]
 
 CHANNELS = """
 [channels."live"]
@@ -107,3 +116,55 @@ async def test_block_channel_is_unblocked_when_the_slow_consumer_is_cut_off(
     assert slow_consumer_disconnects(server, "orders") == 1, "the stalled subscriber was cut off"
     assert server.hub.channels["orders"].has_room()
     assert len(server.hub.channels["orders"].subscriptions) == 1
+
+
+TRICKLE = """
+[channels."orders"]
+strategy = "block"
+queue_size = 8
+slow_consumer_timeout = 1.0
+slow_consumer_share = 0.5
+"""
+
+
+async def test_trickle_reader_on_a_block_channel_is_cut_and_publishing_resumes(
+    serve: StartServer, connect_raw: ConnectRaw
+) -> None:
+    """A client that reads a little every 100 ms dips under the watermark often enough to
+    restart that clock, yet holds the publisher nearly all the time: it is cut with 4008."""
+    server = await serve(TRICKLE)
+    trickle = await connect_raw(server.port)
+    await trickle.subscribe("orders")
+    healthy = await open_client(server.url)
+    await healthy.subscribe("orders")
+
+    cut = asyncio.Event()
+
+    async def read_a_little() -> None:
+        for _ in range(300):  # at most ~30 s; the cut comes after ~2 s
+            await asyncio.sleep(0.1)
+            if not await trickle.read_once(timeout=5.0):
+                return
+
+    reader = asyncio.create_task(read_a_little())
+    publisher = asyncio.create_task(publish_until(server, "orders", cut))
+    try:
+        await wait_until(
+            lambda: slow_consumer_disconnects(server, "orders") == 1,
+            timeout=30.0,
+            what="the trickle reader to be cut off",
+        )
+    finally:
+        cut.set()
+        sent = await publisher
+        await reader
+    await trickle.read_to_end()
+    assert trickle.close_code == 4008
+    assert trickle.close_reason == "slow consumer"
+
+    # The healthy subscriber got everything, and the channel no longer waits on anyone.
+    got = await healthy.messages("orders", sent, timeout=10)
+    assert [m["seq"] for m in got] == list(range(1, sent + 1))
+    assert server.hub.channels["orders"].has_room()
+    for i in range(20):
+        await server.publish("orders", {"after": i}, block_timeout=0)

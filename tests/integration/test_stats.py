@@ -196,12 +196,16 @@ async def test_pages_are_self_contained(serve: StartServer) -> None:
         assert b"@import" not in body
 
 
+# Channels published to without subscribers stay only when they keep messages.
+KEEPS_MESSAGES = "[defaults]\nhistory_size = 1\n"
+
+
 async def test_stats_channels_limit_lists_the_busiest_and_totals_cover_all(
     serve: StartServer,
 ) -> None:
     """With many channels `?channels=N` keeps the document small: the N with the most
     subscribers (then the most published) in detail; totals and rates count every channel."""
-    server = await serve()
+    server = await serve(KEEPS_MESSAGES)
     watchers = [await open_client(server.url) for _ in range(3)]
     for count, client in enumerate(watchers, start=1):
         for name in ("big", "mid", "small")[:count]:
@@ -228,7 +232,7 @@ async def test_stats_channels_limit_lists_the_busiest_and_totals_cover_all(
 
 async def test_sys_stats_lists_at_most_the_busiest_100_channels(serve: StartServer) -> None:
     """The dashboard's feed stays small however many channels exist; totals count them all."""
-    server = await serve()
+    server = await serve(KEEPS_MESSAGES)
     for i in range(150):
         await server.publish(f"c{i}", i)
     watcher = await open_client(server.url)

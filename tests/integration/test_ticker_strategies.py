@@ -6,11 +6,20 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from broadcaster.core.strategies import DropReason
-from tests.conftest import ConnectRaw, StartServer
+from tests.conftest import WIRES, ConnectRaw, StartServer
 from tests.support.clients import open_client
 from tests.support.http import http_get_json
 from tests.support.servers import wait_until
+
+# Every test both ways: clients reading plain frames, and clients that negotiated
+# permessage-deflate with every message compressed (tests/conftest.py `wire`).
+pytestmark = [
+    pytest.mark.parametrize("wire", WIRES, indirect=True),
+    pytest.mark.usefixtures("wire"),
+]
 
 CHANNELS = """
 [channels."quotes"]

@@ -17,6 +17,10 @@ from typing import Any
 
 import orjson
 from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
+)
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -27,11 +31,25 @@ __all__ = ["RawClient"]
 class RawClient:
     """A test client that reads from its socket only inside `read_*` calls."""
 
-    def __init__(self, port: int, *, host: str = "127.0.0.1", rcvbuf: int = 4096) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        rcvbuf: int = 4096,
+        compression: bool = False,
+    ) -> None:
+        """`compression`: offer permessage-deflate (websockets' client factory)."""
         self.host = host
         self.port = port
         self.rcvbuf = rcvbuf
-        self.protocol = ClientProtocol(parse_uri(f"ws://{host}:{port}/ws"), max_size=None)
+        self.protocol = ClientProtocol(
+            parse_uri(f"ws://{host}:{port}/ws"),
+            max_size=None,
+            extensions=[ClientPerMessageDeflateFactory()] if compression else None,
+        )
+        self.bytes_received = 0
+        """Bytes read from the socket since the handshake: what came over the wire."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.events: list[dict[str, Any]] = []
         self.close_code: int | None = None
@@ -54,6 +72,7 @@ class RawClient:
             self.protocol.receive_data(data)
             for event in self.protocol.events_received():
                 if isinstance(event, Response):
+                    # Frames may follow the response in the same read: not counted.
                     if event.status_code != 101:
                         raise ConnectionError(f"handshake refused: {event.status_code}")
                     return self
@@ -71,6 +90,11 @@ class RawClient:
                 e.get("event") == "subscribed" and e.get("channel") == channel for e in evs
             )
         )
+
+    @property
+    def deflate(self) -> bool:
+        """Whether permessage-deflate was negotiated."""
+        return any(isinstance(ext, PerMessageDeflate) for ext in self.protocol.extensions)
 
     async def send_raw_text(self, text: str) -> None:
         self.protocol.send_text(text.encode())
@@ -106,6 +130,7 @@ class RawClient:
             self.eof = True
             self.protocol.receive_eof()
             return False
+        self.bytes_received += len(data)
         self.protocol.receive_data(data)
         for event in self.protocol.events_received():
             self._record(event)

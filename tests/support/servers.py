@@ -66,10 +66,28 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
+def last_seq(server: Broadcaster, channel: str) -> int:
+    """The last seq published to `channel` on this node, whether the channel is held or
+    was freed early (nobody subscribed and it keeps no messages: `hub.resting`)."""
+    held = server.hub.channels.get(channel)
+    if held is not None:
+        return held.last_seq
+    return server.hub.resting.get(channel, ("", 0))[1]
+
+
 def slow_consumer_disconnects(server: Broadcaster, channel: str) -> int:
-    """How many subscribers of `channel` the server cut off as slow consumers."""
-    ch = server.hub.channels.get(channel)
-    return ch.counters.slow_consumer_disconnects if ch else 0
+    """How many subscribers of `channel` the server cut off as slow consumers.
+
+    A channel keeping no messages is freed with its last subscriber: its counts
+    then live on under its metrics label (`hub.retired`), which the test
+    configs give each channel of their own.
+    """
+    hub = server.hub
+    ch = hub.channels.get(channel)
+    count = ch.counters.slow_consumer_disconnects if ch else 0
+    policy = hub.policies.resolve(channel)
+    retired = hub.retired.get(policy.label) if policy is not None else None
+    return count + (retired.slow_consumer_disconnects if retired is not None else 0)
 
 
 def free_port() -> int:

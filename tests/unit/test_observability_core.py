@@ -43,7 +43,7 @@ def _channel_with_subscriber() -> tuple[Channel, Outbox]:
     outbox = Outbox(1, on_schedule=lambda _outbox: None)
     sub = Subscription(channel, outbox, watch=set())
     outbox.subscriptions["c"] = sub
-    channel.subscriptions.append(sub)
+    channel.subscriptions[sub] = None
     return channel, outbox
 
 

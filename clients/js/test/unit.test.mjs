@@ -86,6 +86,15 @@ test("gap accounting: exact missed counts, duplicates dropped, new epoch forgets
   assert.deepEqual(t.resumeFrom(), { since: 3, epoch: "e2" });
 });
 
+test("a reset naming the replaced epoch counts what was missed; another epoch: unknown", () => {
+  const t = new SeqTracker();
+  t.subscribed({ channel: "c", seq: 0, epoch: "e1", strategy: "drop-oldest" }, null);
+  for (let seq = 1; seq <= 5; seq++) t.message("c", seq);
+  const base = { event: "subscribed", channel: "c", seq: 0, strategy: "drop-oldest", reset: true };
+  assert.equal(t.reset({ ...base, epoch: "e2", previous_epoch: "e1", previous_seq: 9 }).missed, 4);
+  assert.equal(t.reset({ ...base, epoch: "e3", previous_epoch: "elsewhere", previous_seq: 9 }).missed, null);
+});
+
 test("in-band reset: the new epoch's seq 1, 2, ... are delivered, not taken for duplicates", () => {
   const t = new SeqTracker();
   t.subscribed({ channel: "c", seq: 0, epoch: "e1", strategy: "drop-oldest" }, null);
