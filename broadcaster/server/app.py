@@ -22,13 +22,11 @@ import itertools
 import logging
 import secrets
 import signal
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
 
@@ -58,8 +56,6 @@ from broadcaster.security.exposure import exposure_warnings
 from broadcaster.security.origins import OriginPolicy
 from broadcaster.security.overload import Overload
 from broadcaster.security.redact import install as install_log_filter
-from broadcaster.security.tls import server_context
-from broadcaster.server.api import PublishApi
 from broadcaster.server.faults import FaultHook
 from broadcaster.server.handshake import EdgeGuard, HandshakeGate
 from broadcaster.server.http import HttpEndpoints, respond
@@ -73,6 +69,14 @@ from broadcaster.server.session import ClientSession
 from broadcaster.server.system import STATS_CHANNEL, is_system, with_system_policy
 from broadcaster.server.websocket import BroadcasterConnection, connection_class, frame_text
 from broadcaster.sources.base import SourceRunner, build_source
+
+if TYPE_CHECKING:
+    import ssl
+
+    from prometheus_client import CollectorRegistry
+
+    # aiohttp (the HTTP API, ~13 MB of RSS) is imported only when [api] is enabled.
+    from broadcaster.server.api import PublishApi
 
 __all__ = ["BlockedPublisher", "Broadcaster"]
 
@@ -232,6 +236,8 @@ class Broadcaster:
         # Before anything logs: no credential in any log line, at any level.
         install_log_filter((cfg.admin.token, cfg.auth.secret, *cfg.api.keys))
         if cfg.server.tls_cert:
+            from broadcaster.security.tls import server_context
+
             self.ssl = server_context(cfg.server.tls_cert, cfg.server.tls_key, source=cfg.source)
         self.started_at = self.wall_clock()
         self.started_mono = self._loop.time()
@@ -282,6 +288,8 @@ class Broadcaster:
         # Stopped before the loops: the sweeper keeps cutting off slow consumers while draining.
         teardown.push_async_callback(self._close_connections)
         if cfg.api.enabled:
+            from broadcaster.server.api import PublishApi
+
             api = PublishApi(self, cfg.api)
             await api.start()
             self.api = api
