@@ -26,4 +26,5 @@ def __getattr__(name: str) -> Any:
         return BroadcasterCollector
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = ["CONTENT_TYPE", "REFUSAL_REASONS", "BroadcasterCollector", "Metrics"]

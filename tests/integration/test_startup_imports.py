@@ -76,5 +76,5 @@ def test_server_without_redis_jwt_or_api_does_not_import_them(tmp_path: Path) ->
 
 def test_the_http_api_still_loads_aiohttp_when_enabled(tmp_path: Path) -> None:
     """The other side of the check above: the probe does see a library a feature uses."""
-    toml = BASE_TOML + "\n[api]\nenabled = true\nhost = \"127.0.0.1\"\nport = 0\n"
+    toml = BASE_TOML + '\n[api]\nenabled = true\nhost = "127.0.0.1"\nport = 0\n'
     assert "aiohttp" in _loaded(tmp_path, toml)
