@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import orjson
 
 import broadcaster
-from broadcaster.client import commands as client
 from broadcaster.config import load_config, source_from_flag
 from broadcaster.errors import ConfigError
 from broadcaster.security.redact import install as install_log_filter
@@ -101,7 +100,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# The same as broadcaster.client.commands.DEFAULT_URL, which `serve` does not import
+# (the client's modules are loaded by `sub` and `pub` only).
+CLIENT_DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+
+
 def _sub(args: argparse.Namespace) -> int:
+    from broadcaster.client import commands as client
+
+    args.url = args.url or client.default_url()
     try:
         return run(client.sub(args.url, args.channels, out=sys.stdout, err=sys.stderr))
     except KeyboardInterrupt:  # Ctrl-C is how `sub` is meant to end
@@ -114,6 +121,9 @@ def _pub(args: argparse.Namespace) -> int:
     if args.stdin == (args.json is not None):
         print("broadcaster pub: give either a JSON argument or --stdin", file=sys.stderr)
         return EXIT_USAGE
+    from broadcaster.client import commands as client
+
+    args.url = args.url or client.default_url()
     try:
         if args.stdin:
             readline = sys.stdin.buffer.readline
@@ -131,14 +141,14 @@ def _pub(args: argparse.Namespace) -> int:
 
 
 def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    url_help = f"server WebSocket URL (env BROADCASTER_URL; default {client.DEFAULT_URL})"
+    url_help = f"server WebSocket URL (env BROADCASTER_URL; default {CLIENT_DEFAULT_URL})"
     sub = commands.add_parser(
         "sub",
         help="print the messages of channels as they come (until Ctrl-C)",
         description="Print CHANNEL #SEQ DATA lines on stdout; pauses, resumes, gaps and "
         "reconnects as '# ...' lines on stderr. Reconnects on its own.",
     )
-    sub.add_argument("--url", default=client.default_url(), help=url_help)
+    sub.add_argument("--url", help=url_help)
     sub.add_argument("channels", nargs="+", metavar="CHANNEL")
     sub.set_defaults(func=_sub)
     pub = commands.add_parser(
@@ -148,7 +158,7 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "With --stdin, one JSON value per line: bad lines are reported with their line "
         "number and skipped; exit 2 if any line was bad. A paused publisher waits.",
     )
-    pub.add_argument("--url", default=client.default_url(), help=url_help)
+    pub.add_argument("--url", help=url_help)
     pub.add_argument("--stdin", action="store_true", help="publish one JSON value per line")
     pub.add_argument("channel", metavar="CHANNEL")
     pub.add_argument("json", nargs="?", metavar="JSON", help="the message, e.g. '{\"a\": 1}'")

@@ -81,6 +81,8 @@ class RunData:
     publishers: list[Publisher] = field(default_factory=list)
     worker_results: list[dict[str, Any]] = field(default_factory=list)
     rss_marks: dict[str, int | None] = field(default_factory=dict)
+    cpu_marks: dict[str, float | None] = field(default_factory=dict)
+    """Server CPU seconds at `publish_start` and `drained` (subscribers caught up)."""
     publish_end_s: float = 0.0
     drained_s: float = 0.0
     server_log_tail: list[str] = field(default_factory=list)
@@ -207,7 +209,16 @@ def _mean_max(values: list[float]) -> dict[str, float | None]:
     return {"mean": round(sum(values) / len(values), 1), "max": round(max(values), 1)}
 
 
-def _server(data: RunData) -> dict[str, Any]:
+def _cpu_per_delivery_us(data: RunData, deliveries: int) -> float | None:
+    """Server CPU (user + system) from the start of publishing until every subscriber
+    caught up, divided by the messages the subscribers received in that time."""
+    start, end = data.cpu_marks.get("publish_start"), data.cpu_marks.get("drained")
+    if start is None or end is None or deliveries <= 0:
+        return None
+    return round((end - start) * 1e6 / deliveries, 3)
+
+
+def _server(data: RunData, deliveries: int = 0) -> dict[str, Any]:
     sampler = data.sampler
     usage = sampler.usage if sampler is not None else []
     window = [p for p in usage if 0.0 <= p.t <= data.publish_end_s + 0.25]
@@ -227,6 +238,7 @@ def _server(data: RunData) -> dict[str, Any]:
         "pid": data.target.pid,
         "sampled": bool(usage),
         "cpu_percent": _mean_max([p.cpu_percent for p in measured]),
+        "cpu_us_per_delivery": _cpu_per_delivery_us(data, deliveries),
         "wait_percent": _mean_max([p.wait_percent for p in measured]),
         "rss_mb": {
             "before_connect": _mb(before),
@@ -395,7 +407,7 @@ def build_report(data: RunData) -> dict[str, Any]:
         },
         "accounting": check_accounting(subs, acked, final, unacked),
         "stalled": _stalled(data),
-        "server": _server(data),
+        "server": _server(data, received_total),
         "stats_endpoint": {
             "available": bool(sampler and sampler.stats_available),
             "error": sampler.stats_error if sampler else None,
@@ -433,6 +445,7 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
         "latency_p99_ms": lat["p99"] if lat["count"] else None,
         "latency_max_ms": lat["max"] if lat["count"] else None,
         "server_cpu_percent": server["cpu_percent"]["mean"],
+        "server_cpu_us_per_delivery": server.get("cpu_us_per_delivery") if has_traffic else None,
         "server_wait_percent": server["wait_percent"]["mean"],
         "client_cpu_percent": server["client_cpu_percent"]["mean"],
         "client_wait_percent": server["client_wait_percent"]["mean"],
@@ -525,6 +538,7 @@ def render_table(result: dict[str, Any]) -> str:
             "server cpu % (mean/max)",
             f"{_fmt(server['cpu_percent']['mean'])} / {_fmt(server['cpu_percent']['max'])}",
         ),
+        ("server cpu µs per delivery", server.get("cpu_us_per_delivery")),
         (
             "load client cpu % (mean/max)",
             f"{_fmt(server['client_cpu_percent']['mean'])} / "

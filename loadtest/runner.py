@@ -256,6 +256,7 @@ async def _publish_phase(
 
     await asyncio.sleep(max(0.0, start - loop.time()))
     data.rss_marks["publish_start"] = _rss(sampler)
+    data.cpu_marks["publish_start"] = sampler.cpu_seconds()
     if publishers:
         await asyncio.gather(*(pub.run(start, end) for pub in publishers))
         data.publish_end_s = loop.time() - start
@@ -265,6 +266,7 @@ async def _publish_phase(
         data.publish_end_s = loop.time() - start
     final = {c.name: c.final_seq for c in channels}
     data.worker_results = await pool.stop(final, scenario.drain, wait_s=60.0)
+    data.cpu_marks["drained"] = sampler.cpu_seconds()
     data.drained_s = loop.time() - start
     for client in data.stalled:
         client.check()

@@ -97,6 +97,19 @@ class Sampler:
         self.usage = [dataclasses.replace(p, t=p.t - shift) for p in self.usage]
         self.stats = [dataclasses.replace(p, t=p.t - shift) for p in self.stats]
 
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the server (its process tree) has used so far; None if not sampled.
+
+        Read at phase marks, so a run can report server CPU per delivery: the
+        figure that compares across load clients, unlike CPU percent.
+        """
+        if self.pid is None:
+            return None
+        server = ProcessTree(self.pid).sample()
+        if not server:
+            return None
+        return sum(s.cpu_seconds for s in server.values())
+
     def sample_now(self) -> UsagePoint | None:
         """Take one usage sample now (also used to mark phase boundaries).
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
-
-from broadcaster.metrics.collector import BroadcasterCollector
-
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from broadcaster.server.app import Broadcaster
 
 __all__ = ["CONTENT_TYPE", "REFUSAL_REASONS", "Metrics"]
@@ -46,13 +44,34 @@ REFUSAL_REASONS: tuple[str, ...] = (
 
 
 class Metrics:
-    """One server's metrics: its registry, its refusal counts, its exposition."""
+    """One server's metrics: its registry, its refusal counts, its exposition.
+
+    The registry is made at the first scrape when the application passes none:
+    a server that is never scraped never loads prometheus-client (~2.5 MB).
+    """
 
     def __init__(self, app: Broadcaster, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self._app = app
         self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
-        self.collector = BroadcasterCollector(app, self.refusals)
-        self.registry.register(self.collector)
+        self._registry: CollectorRegistry | None = None
+        if registry is not None:
+            self._register(registry)
+
+    def _register(self, registry: CollectorRegistry) -> CollectorRegistry:
+        from broadcaster.metrics.collector import BroadcasterCollector
+
+        registry.register(BroadcasterCollector(self._app, self.refusals))
+        self._registry = registry
+        return registry
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry the server's metrics are in (created on first use)."""
+        if self._registry is not None:
+            return self._registry
+        from prometheus_client import CollectorRegistry
+
+        return self._register(CollectorRegistry())
 
     def refused(self, reason: str) -> None:
         """Count one refused handshake or op; `reason` must be one of REFUSAL_REASONS."""
@@ -65,4 +84,6 @@ class Metrics:
 
     def render(self) -> bytes:
         """The text exposition of this server's registry."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)

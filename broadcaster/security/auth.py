@@ -31,10 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import jwt
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 from broadcaster.config import HMAC_ALGORITHMS
+
+# PyJWT and cryptography (~10 MB of RSS) are imported where a token or a public
+# key is first verified: a server without [auth] never loads them.
 
 if TYPE_CHECKING:
     from broadcaster.config import AuthConfig
@@ -84,6 +84,8 @@ ADMIN_GRANT = Grant(subject="admin", admin=True, kind="admin-token")
 
 def public_key_problem(pem: str) -> str | None:
     """Why `pem` is not a usable PEM public key, or None."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     try:
         load_pem_public_key(pem.encode("ascii"))
     except (ValueError, TypeError, UnicodeEncodeError) as exc:
@@ -112,10 +114,15 @@ class Authenticator:
         self.issuer = config.issuer or None
         self.leeway = config.leeway
         self._secret = config.secret.encode() if config.secret else b""
-        self._public_key = (
-            load_pem_public_key(config.public_key.encode("ascii")) if config.public_key else None
-        )
+        self._public_key: Any = None
+        if config.public_key:
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+            self._public_key = load_pem_public_key(config.public_key.encode("ascii"))
         self._admin_token = admin_token.encode()
+        if self.enabled:
+            # Loaded now, not inside the first client's handshake (the import holds the loop).
+            import jwt  # noqa: F401
 
     def is_admin_token(self, token: str) -> bool:
         """Whether `token` is the opaque admin token (compared in constant time)."""
@@ -129,6 +136,8 @@ class Authenticator:
             return ADMIN_GRANT
         if not self.enabled:
             raise TokenRejected("invalid token: authentication is not configured on this server")
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:

@@ -68,14 +68,12 @@ class ChannelBudget:
     __slots__ = ("_bucket", "_budgets", "_key")
 
     def __init__(self, budgets: ChannelBudgets, key: str | None, now: float) -> None:
-        limits = budgets.limits
         self._budgets = budgets
         self._key = key
-        self._bucket = (
-            TokenBucket(limits.new_channel_rate, limits.new_channel_burst, now)
-            if limits.new_channel_rate > 0
-            else None
-        )
+        # Made at the first creation, not at connect: a bucket starts full and
+        # refills only up to full, so one made later is in the same state, and
+        # a connection that never creates a channel (most) holds none (~90 bytes).
+        self._bucket: TokenBucket | None = None
 
     def spend(self, now: float) -> Overspent | None:
         """Charge one channel creation at `now`; None if allowed, else why not.
@@ -85,6 +83,10 @@ class ChannelBudget:
         """
         limits = self._budgets.limits
         bucket = self._bucket
+        if bucket is None and limits.new_channel_rate > 0:
+            bucket = self._bucket = TokenBucket(
+                limits.new_channel_rate, limits.new_channel_burst, now
+            )
         if bucket is not None:
             wait = bucket.take(now)
             if wait > 0:

@@ -22,13 +22,12 @@ import itertools
 import logging
 import secrets
 import signal
-import ssl
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
 
@@ -58,8 +57,6 @@ from broadcaster.security.exposure import exposure_warnings
 from broadcaster.security.origins import OriginPolicy
 from broadcaster.security.overload import Overload
 from broadcaster.security.redact import install as install_log_filter
-from broadcaster.security.tls import server_context
-from broadcaster.server.api import PublishApi
 from broadcaster.server.faults import FaultHook
 from broadcaster.server.handshake import EdgeGuard, HandshakeGate
 from broadcaster.server.http import HttpEndpoints, respond
@@ -70,7 +67,6 @@ from broadcaster.server.rates import RateWindow
 from broadcaster.server.room import RoomWaiters
 from broadcaster.server.scheduler import FlushScheduler
 from broadcaster.server.session import ClientSession
-from broadcaster.server.sse import StreamEndpoints
 from broadcaster.server.subscriber import Subscriber
 from broadcaster.server.system import STATS_CHANNEL, is_system, with_system_policy
 from broadcaster.server.websocket import (
@@ -81,6 +77,15 @@ from broadcaster.server.websocket import (
     frame_text,
 )
 from broadcaster.sources.base import SourceRunner, build_source
+
+if TYPE_CHECKING:
+    import ssl
+
+    from prometheus_client import CollectorRegistry
+
+    # aiohttp (the HTTP API and its streams, ~13 MB of RSS) is imported only when
+    # [api] is enabled.
+    from broadcaster.server.api import PublishApi
 
 __all__ = ["BlockedPublisher", "Broadcaster"]
 
@@ -241,6 +246,8 @@ class Broadcaster:
         # Before anything logs: no credential in any log line, at any level.
         install_log_filter((cfg.admin.token, cfg.auth.secret, *cfg.api.keys))
         if cfg.server.tls_cert:
+            from broadcaster.security.tls import server_context
+
             self.ssl = server_context(cfg.server.tls_cert, cfg.server.tls_key, source=cfg.source)
         self.started_at = self.wall_clock()
         self.started_mono = self._loop.time()
@@ -284,10 +291,13 @@ class Broadcaster:
             ping_timeout=None,
             close_timeout=cfg.server.close_timeout,
             process_request=self.edge.process_request,
-            create_connection=connection_class(cfg.server.socket_send_buffer, self.edge),
+            create_connection=connection_class(self.edge),
+            start_serving=False,
             **self._tls_options(),
         )
         teardown.push_async_callback(self._close_server, self._server)
+        self._cap_send_buffers(self._server, cfg.server.socket_send_buffer)
+        await self._server.start_serving()
         teardown.push_async_callback(self.loops.stop)
         self.loops.start("sweep", self._sweep)
         self.monitor.start(self.loops)
@@ -296,6 +306,9 @@ class Broadcaster:
         # Stopped before the loops: the sweeper keeps cutting off slow consumers while draining.
         teardown.push_async_callback(self._close_connections)
         if cfg.api.enabled:
+            from broadcaster.server.api import PublishApi
+            from broadcaster.server.sse import StreamEndpoints
+
             api = PublishApi(self, cfg.api, streams=StreamEndpoints(self))
             await api.start()
             self.api = api
@@ -306,6 +319,22 @@ class Broadcaster:
         logger.info("%s", self.http.startup_line())
         for warning in exposure_warnings(cfg):
             logger.warning("exposed on %s: %s", cfg.server.host, warning)
+
+    @staticmethod
+    def _cap_send_buffers(server: Server, size: int) -> None:
+        """Cap SO_SNDBUF of every client socket, so the kernel cannot absorb megabytes
+        for a client that stopped reading.
+
+        Set on the listening sockets before they listen: Linux copies it (and the
+        lock that turns autotuning off) into every socket they accept. Setting it
+        per accepted socket made each connection create and keep a Python socket
+        object (~1.6 KB per idle connection).
+        """
+        if not size:
+            return  # 0: the kernel's autotuning
+        for sock in server.sockets:
+            with contextlib.suppress(OSError):  # a platform without the option
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     def _tls_options(self) -> dict[str, Any]:
         """websockets' serve() options for TLS (none without it)."""
@@ -577,6 +606,8 @@ class Broadcaster:
         if ws.request is not None:
             ws.request.headers.clear()
         ws.response = None
+        # The future the handshake waited on is done and never read again (144 bytes).
+        ws.request_rcvd = None  # type: ignore[assignment]
         self.sessions[session.id] = session
         self.hub.add_outbox(session.outbox)
         session.authenticate_handshake()

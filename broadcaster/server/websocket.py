@@ -2,8 +2,9 @@
 
 Three things are added to `ServerConnection`, nothing is parsed by hand:
 
-- SO_SNDBUF is capped on every accepted socket, so the kernel cannot absorb
-  megabytes for a client that stopped reading;
+- (SO_SNDBUF, which keeps the kernel from absorbing megabytes for a client
+  that stopped reading, is set on the listening socket by the app, and every
+  accepted socket inherits it: no per-connection socket object is made);
 - the transport's write-buffer limits are (0, 0), so `pause_writing` fires
   as soon as the kernel refuses bytes and `resume_writing` when the buffer is
   empty again: the writer hands data to the transport only when it is empty;
@@ -38,10 +39,10 @@ Client frames that arrive compressed are inflated by websockets within
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import Callable
-from typing import Protocol
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.extensions.permessage_deflate import (
@@ -145,35 +146,93 @@ class RequestGuard(Protocol):
         ...
 
 
-class BroadcasterConnection(ServerConnection):
-    """A server connection that caps its socket buffer and reports transport events."""
+class FrameQueue:
+    """websockets' queue of received frames, holding a deque only while frames wait.
 
-    send_buffer: int = 0
-    """SO_SNDBUF in bytes for accepted sockets (0 leaves the kernel's autotuning)."""
+    An idle connection's empty deque costs 760 bytes; a client sends a frame
+    now and then, so the deque lives for the moment between its arrival and
+    its reading. websockets' `SimpleQueue` uses exactly these operations.
+    """
+
+    __slots__ = ("_frames",)
+
+    def __init__(self) -> None:
+        self._frames: deque[Frame] | None = None
+
+    def __len__(self) -> int:
+        return 0 if self._frames is None else len(self._frames)
+
+    def append(self, frame: Frame) -> None:
+        if self._frames is None:
+            self._frames = deque()
+        self._frames.append(frame)
+
+    def extendleft(self, frames: Iterable[Frame]) -> None:
+        if self._frames is None:
+            self._frames = deque()
+        self._frames.extendleft(frames)
+
+    def popleft(self) -> Frame:
+        if self._frames is None:
+            raise IndexError("pop from an empty FrameQueue")
+        frame = self._frames.popleft()
+        if not self._frames:
+            self._frames = None
+        return frame
+
+
+class BroadcasterConnection(ServerConnection):
+    """A server connection that reports transport events."""
+
     guard: RequestGuard | None = None
     """Caps and answers before the request is complete (None: websockets' defaults only)."""
 
-    session: ConnectionEvents | None = None
-    ticket: Releasable | None = None
-    half_open: Releasable | None = None
+    # Slots, not instance-dict entries: websockets' connection already has 27
+    # attributes, and a 31st turns CPython's compact shared-key instance dict
+    # into a full one (~1.3 KB more per connection).
+    __slots__ = (
+        "_answered",
+        "_empty_pause",
+        "_head_bytes",
+        "_head_too_large",
+        "_peer_eof",
+        "half_open",
+        "session",
+        "ticket",
+    )
+    session: ConnectionEvents | None
+    ticket: Releasable | None
+    half_open: Releasable | None
     """Held from accept until the HTTP request is complete (or the connection lost)."""
-    _head_bytes = 0
-    _answered = False
+    _answered: bool
     """The edge already answered (or refused) this request: nothing more to count or send."""
-    _peer_eof = False
-    _head_too_large = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.session = None
+        self.ticket = None
+        self.half_open = None
+        self._head_bytes = 0
+        self._answered = False
+        self._peer_eof = False
+        self._head_too_large = False
+        self._empty_pause = False
+        super().__init__(*args, **kwargs)
+        # websockets only appends, removes and iterates its drain waiters; an
+        # empty list costs 56 bytes where an empty deque costs 760.
+        self.drain_waiters = []  # type: ignore[assignment]
+        # websockets wraps its logger per connection to add a `websocket` record
+        # attribute that nothing here reads (~230 bytes): log to the logger itself.
+        wrapped = self.protocol.logger
+        if isinstance(wrapped, logging.LoggerAdapter):
+            self.protocol.logger = self.logger = wrapped.logger
 
     def hold(self, ticket: Releasable) -> None:
         """Keep `ticket` until the TCP connection is lost."""
         self.ticket = ticket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.send_buffer:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):  # a platform without the option
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         super().connection_made(transport)
+        self.recv_messages.frames.queue = FrameQueue()  # type: ignore[assignment]
         if self.guard is not None:
             refusal = self.guard.accepted(self)
             if refusal is not None:
@@ -227,8 +286,6 @@ class BroadcasterConnection(ServerConnection):
                 if response is not None:
                     self.transport.write(response.serialize())
         super().send_data()
-
-    _empty_pause = False
 
     def pause_writing(self) -> None:
         # asyncio's and uvloop's SSL transports compare `size >= high`: with
@@ -288,15 +345,9 @@ class BroadcasterConnection(ServerConnection):
             self.session.closing_handshake()
 
 
-def connection_class(
-    send_buffer: int, guard: RequestGuard | None = None
-) -> type[BroadcasterConnection]:
-    """A connection class bound to one server's SO_SNDBUF setting and request guard."""
-    return type(
-        "BoundBroadcasterConnection",
-        (BroadcasterConnection,),
-        {"send_buffer": send_buffer, "guard": guard},
-    )
+def connection_class(guard: RequestGuard | None = None) -> type[BroadcasterConnection]:
+    """A connection class bound to one server's request guard."""
+    return type("BoundBroadcasterConnection", (BroadcasterConnection,), {"guard": guard})
 
 
 __all__ += ["DEFLATE_WINDOW_BITS", "connection_class"]

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from loadtest.accounting import SubscriberRecord, Timeline
 from loadtest.cli import build_parser, scenario_from_args
 from loadtest.histogram import Histogram, bucket_of, lower_bound_of
-from loadtest.report import RESULT_FIELDS, check_accounting
+from loadtest.report import RESULT_FIELDS, check_accounting, headline
 from loadtest.runner import RunOptions, run_scenario
 from loadtest.scenarios import PRESETS, Scenario, get_scenario
 from loadtest.stalled import TCP_ESTABLISHED, open_stalled, receive_queue_bytes, tcp_state
@@ -236,6 +236,9 @@ async def test_short_scenario_accounts_for_every_message(target: TargetSpec) -> 
     assert doc["latency_ms"]["p50"] <= doc["latency_ms"]["p99"] <= doc["latency_ms"]["max"]
     assert doc["server"]["sampled"]
     assert doc["server"]["timeline"]
+    # Server CPU per delivery compares across load clients (CPU percent does not).
+    assert doc["server"]["cpu_us_per_delivery"] > 0
+    assert headline(doc)["server_cpu_us_per_delivery"] == doc["server"]["cpu_us_per_delivery"]
     assert doc["stalled"]["count"] == 0
 
 
