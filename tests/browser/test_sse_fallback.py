@@ -12,7 +12,7 @@ from pathlib import Path
 from playwright.async_api import Page
 
 from tests.conftest import StartServer
-from tests.support.servers import wait_until
+from tests.support.servers import ServerProcess, free_port, wait_until
 from tests.support.sse_client import StreamClient
 
 DEMO = """
@@ -36,6 +36,7 @@ port = 0
 """
 
 NO_WEBSOCKET = "delete window.WebSocket;"
+DEFAULT_TOML = (Path(__file__).resolve().parents[2] / "configs" / "default.toml").read_text()
 
 
 async def test_ticker_page_shows_live_prices_with_websocket_disabled(
@@ -55,6 +56,28 @@ async def test_ticker_page_shows_live_prices_with_websocket_disabled(
     assert float(await page.locator("td.price").first.inner_text()) > 0
     assert {s.transport_name for s in server.sessions.values()} == {"sse"}
     await page.screenshot(path=str(artifacts / "ticker-sse.png"))
+
+
+async def test_default_config_serves_the_ticker_page_without_websocket(
+    page: Page, tmp_path: Path
+) -> None:
+    """`broadcaster serve` on the shipped configs/default.toml (only its two ports moved to
+    free ones): with no WebSocket in the page, the demo ticker's prices still update."""
+    default = DEFAULT_TOML
+    assert default.count("port = 8766\n") == 1, "the [api] port line of configs/default.toml"
+    proc = ServerProcess(default.replace("port = 8766\n", f"port = {free_port()}\n"), tmp_path)
+    await proc.start()
+    try:
+        await page.add_init_script(NO_WEBSOCKET)
+        await page.goto(f"http://127.0.0.1:{proc.port}/")
+        assert await page.evaluate("typeof window.WebSocket") == "undefined"
+        first_seq = await page.locator("td.seq").first.inner_text()
+        await page.wait_for_function(
+            "(s) => document.querySelector('td.seq').textContent !== s", arg=first_seq
+        )
+        assert float(await page.locator("td.price").first.inner_text()) > 0
+    finally:
+        proc.kill()
 
 
 async def test_eventsource_reconnect_recovers_missed_messages_by_last_event_id(
