@@ -111,14 +111,36 @@ def _exempt(
     return found[0]
 
 
-class HalfOpen:
-    """Counts accepted connections whose HTTP request has not fully arrived yet."""
+class _OpenCounts:
+    """Open places in total and per address: what `HalfOpen` and `Admission` both count.
+
+    `_take` hands out a `Ticket` that gives its place back (`_release`) once.
+    """
 
     def __init__(self, limits: LimitsConfig) -> None:
         self.limits = limits
         self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in limits.exempt_networks)
         self.open = 0
         self.per_address: dict[str, int] = {}
+
+    def _take(self, key: str | None) -> Ticket:
+        self.open += 1
+        if key is not None:
+            self.per_address[key] = self.per_address.get(key, 0) + 1
+        return Ticket(self, key)
+
+    def _release(self, key: str | None) -> None:
+        self.open -= 1
+        if key is not None:
+            left = self.per_address[key] - 1
+            if left:
+                self.per_address[key] = left
+            else:
+                del self.per_address[key]  # bounded by the open places, never more
+
+
+class HalfOpen(_OpenCounts):
+    """Counts accepted connections whose HTTP request has not fully arrived yet."""
 
     def enter(self, ip: str | None) -> Ticket | Refusal:
         """Count one more connection from `ip` still sending its request, or say why not."""
@@ -141,30 +163,15 @@ class HalfOpen:
                 f"the server has {limits.max_half_open} connections still sending their "
                 "request; try again later",
             )
-        self.open += 1
-        if key is not None:
-            self.per_address[key] = self.per_address.get(key, 0) + 1
-        return Ticket(self, key)
-
-    def _release(self, key: str | None) -> None:
-        self.open -= 1
-        if key is not None:
-            left = self.per_address[key] - 1
-            if left:
-                self.per_address[key] = left
-            else:
-                del self.per_address[key]
+        return self._take(key)
 
 
-class Admission:
+class Admission(_OpenCounts):
     """Counts open connections (total and per address) and per-address handshake rates."""
 
     def __init__(self, limits: LimitsConfig, overload: Overload) -> None:
-        self.limits = limits
+        super().__init__(limits)
         self.overload = overload
-        self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in limits.exempt_networks)
-        self.open = 0
-        self.per_address: dict[str, int] = {}
         self.rates = (
             TokenBuckets(
                 limits.connection_rate, max(1.0, limits.connection_burst or limits.connection_rate)
@@ -210,16 +217,4 @@ class Admission:
                 limits.retry_after,
                 "the server is overloaded; try again later",
             )
-        self.open += 1
-        if key is not None:
-            self.per_address[key] = self.per_address.get(key, 0) + 1
-        return Ticket(self, key)
-
-    def _release(self, key: str | None) -> None:
-        self.open -= 1
-        if key is not None:
-            left = self.per_address[key] - 1
-            if left:
-                self.per_address[key] = left
-            else:
-                del self.per_address[key]  # bounded by the open connections, never more
+        return self._take(key)
