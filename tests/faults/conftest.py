@@ -12,15 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from tests.faults.oracle import Ack, Figures
 from tests.support.raw_client import RawClient
@@ -61,29 +58,10 @@ class FaultRedis(RedisServer):
         self.persistence = persistence
         self.replicaof = replicaof
 
-    def start(self) -> FaultRedis:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found: apt-get install redis-server")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
-        args += ["--protected-mode", "no", "--loglevel", "warning", *self.persistence]
-        if self.replicaof is not None:
-            args += ["--replicaof", "127.0.0.1", str(self.replicaof)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=2)
-        try:
-            for _ in range(500):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-                try:
-                    if client.ping():
-                        return self
-                except (redis.ConnectionError, redis.BusyLoadingError):
-                    pass
-                time.sleep(0.01)
-        finally:
-            client.close()
-        raise RuntimeError("redis-server did not answer PING")
+    def options(self) -> list[str]:
+        if self.replicaof is None:
+            return list(self.persistence)
+        return [*self.persistence, "--replicaof", "127.0.0.1", str(self.replicaof)]
 
 
 @pytest.fixture
