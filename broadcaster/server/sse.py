@@ -56,6 +56,7 @@ from broadcaster.security.access import refuse_subscribe
 from broadcaster.security.admin import peer_ip
 from broadcaster.security.admission import Refusal
 from broadcaster.security.auth import TokenRejected
+from broadcaster.server.api import ApiError
 from broadcaster.server.subscriber import Subscriber
 
 if TYPE_CHECKING:
@@ -118,32 +119,6 @@ NDJSON = _Format(
     streams.ndjson_heartbeat(),
     retry=False,
 )
-
-
-class StreamRefused(Exception):
-    """An answer before the stream starts: status, PROTOCOL.md-style code, message."""
-
-    def __init__(
-        self, status: int, code: str, message: str, *, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-    def response(self, headers: dict[str, str]) -> web.Response:
-        document: dict[str, Any] = {"error": self.code, "message": self.message}
-        headers = dict(headers)
-        if self.retry_after is not None:
-            document["retry_after"] = round(self.retry_after, 3)
-            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
-        return web.Response(
-            status=self.status,
-            body=orjson.dumps(document),
-            content_type="application/json",
-            headers=headers,
-        )
 
 
 class SseSession(Subscriber):
@@ -267,11 +242,11 @@ class StreamEndpoints:
         ticket = None
         try:
             if self._stopping:
-                raise StreamRefused(
+                raise ApiError(
                     503, ErrorCode.UNAVAILABLE, "the server is shutting down", retry_after=1.0
                 )
             if request.version != HttpVersion11:
-                raise StreamRefused(
+                raise ApiError(
                     505, ErrorCode.INVALID_MESSAGE, "streams need HTTP/1.1 (chunked responses)"
                 )
             plan = self._plan(request)
@@ -282,17 +257,18 @@ class StreamEndpoints:
             decision = app.admission.admit(peer_ip(peer), app.loop.time())
             if isinstance(decision, Refusal):
                 app.metrics.refused(decision.reason)
-                raise StreamRefused(
+                raise ApiError(
                     decision.status,
                     ErrorCode.UNAVAILABLE if decision.status == 503 else ErrorCode.RATE_LIMITED,
                     decision.message,
                     retry_after=decision.retry_after,
                 )
             ticket = decision
-        except StreamRefused as exc:
+        except ApiError as exc:
             if ticket is not None:
                 ticket.release()
-            return exc.response(cors)
+            exc.headers.update(cors)
+            return exc.response()
         try:
             return await self._serve(request, fmt, plan, transport, cors)
         finally:
@@ -363,13 +339,13 @@ class StreamEndpoints:
     # --- input -------------------------------------------------------------------
 
     def _plan(self, request: web.Request) -> _Plan:
-        """What the URL asks for, checked before the stream starts (StreamRefused if bad)."""
+        """What the URL asks for, checked before the stream starts (ApiError if bad)."""
         app = self.app
         query = request.query
         origins = request.headers.getall("Origin", [])
         if not self._origin_allowed(request, origins):
             app.metrics.refused("origin")
-            raise StreamRefused(
+            raise ApiError(
                 403,
                 "forbidden_origin",
                 f"origin {origins[0] if origins else ''!r} is not allowed "
@@ -377,13 +353,13 @@ class StreamEndpoints:
             )
         names = query.getall("channel", [])
         if not names:
-            raise StreamRefused(
+            raise ApiError(
                 400,
                 ErrorCode.INVALID_MESSAGE,
                 f"name the channels to stream: {request.path}?channel=NAME (repeat for more)",
             )
         if len(names) > MAX_STREAM_CHANNELS or len(set(names)) != len(names):
-            raise StreamRefused(
+            raise ApiError(
                 400,
                 ErrorCode.INVALID_MESSAGE,
                 f"name each channel once, at most {MAX_STREAM_CHANNELS} per stream",
@@ -395,20 +371,20 @@ class StreamEndpoints:
                 grant = app.auth.verify(token, time.time())
             except TokenRejected as exc:
                 app.metrics.refused("token")
-                raise StreamRefused(401, ErrorCode.UNAUTHORIZED, str(exc)) from None
+                raise ApiError(401, ErrorCode.UNAUTHORIZED, str(exc)) from None
         else:
             token = None
         for name in names:
             problem = validate_channel(name)
             if problem:
-                raise StreamRefused(400, ErrorCode.INVALID_MESSAGE, problem)
+                raise ApiError(400, ErrorCode.INVALID_MESSAGE, problem)
             if name.startswith(SYSTEM_PREFIX):
                 continue  # the subscribe op's own check answers with an `error` event
             channel = app.hub.channels.get(name)
             policy = channel.policy if channel is not None else app.hub.policies.resolve(name)
             if policy is None:
                 app.metrics.refused("unknown_channel")
-                raise StreamRefused(
+                raise ApiError(
                     404,
                     ErrorCode.UNKNOWN_CHANNEL,
                     f"channel {name!r} matches no [channels] entry and strict_channels is on",
@@ -416,7 +392,7 @@ class StreamEndpoints:
             refusal = refuse_subscribe(policy, name, grant)
             if refusal is not None:
                 app.metrics.refused("forbidden")
-                raise StreamRefused(403, ErrorCode.FORBIDDEN, refusal)
+                raise ApiError(403, ErrorCode.FORBIDDEN, refusal)
         max_rate = None
         if "max_rate" in query:
             try:
@@ -424,7 +400,7 @@ class StreamEndpoints:
             except ValueError:
                 max_rate = -1.0
             if not (max_rate > 0 and math.isfinite(max_rate)):
-                raise StreamRefused(
+                raise ApiError(
                     400,
                     ErrorCode.INVALID_MESSAGE,
                     "max_rate must be a number of messages per second above 0",
@@ -435,7 +411,7 @@ class StreamEndpoints:
             try:
                 epoch, since = streams.parse_last_event_id(last)
             except streams.LastEventIdError as exc:
-                raise StreamRefused(400, ErrorCode.INVALID_MESSAGE, str(exc)) from None
+                raise ApiError(400, ErrorCode.INVALID_MESSAGE, str(exc)) from None
         return _Plan(names, token, max_rate, last or None, epoch, since)
 
     def _origin_allowed(self, request: web.Request, origins: list[str]) -> bool:
