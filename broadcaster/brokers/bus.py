@@ -277,6 +277,10 @@ class BusBroker:
         if channel.blocking:
             channel.on_local_full = self._local_fullness
 
+    def remote_full(self, name: str) -> frozenset[int]:
+        """The other workers with a full subscriber of channel `name` (block channels)."""
+        return frozenset(self._remote_full.get(name, ()))
+
     def _local_fullness(self, channel: Channel, full: bool) -> None:
         self._send_quietly({"t": "f", "c": channel.name, "f": 1 if full else 0})
 

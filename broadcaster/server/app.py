@@ -154,6 +154,7 @@ class Broadcaster:
         self.bus_lost = False
         """Set when this worker stopped itself because the local bus went away."""
         self._lost_watch: asyncio.Task[None] | None = None
+        self._lost_stop: asyncio.Task[None] | None = None
         self.framer: Callable[[bytes], bytes] = frame_text
         self.sessions: dict[int, Subscriber] = {}
         """Every client connection, whatever its transport (WebSocket, SSE, NDJSON stream)."""
@@ -378,7 +379,7 @@ class Broadcaster:
         )
         self.bus_lost = True
         # Its own task: stop() cancels this watcher.
-        self._loop.create_task(self.stop(), name="stop-after-bus-lost")
+        self._lost_stop = self._loop.create_task(self.stop(), name="stop-after-bus-lost")
 
     @staticmethod
     def _cap_send_buffers(server: Server, size: int) -> None:
