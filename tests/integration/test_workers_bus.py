@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from broadcaster.brokers.bus import BusBroker
 from broadcaster.errors import BusUnavailable
@@ -191,7 +192,8 @@ async def test_strategies_apply_per_subscriber_whatever_the_worker(
     assert await _seqs(reader, "oldest", total) == list(range(1, total + 1))
     events = await stalled.read_until(lambda evs: any(e.get("seq") == total for e in evs))
     seqs = [m["seq"] for m in stalled.messages("oldest")]
-    assert seqs == sorted(set(seqs)) and len(seqs) < total, "drop-oldest dropped, kept order"
+    assert seqs == sorted(set(seqs)), "drop-oldest kept the order"
+    assert len(seqs) < total, "drop-oldest dropped"
     assert seqs[-1] == total, "the newest survived"
     assert any(e.get("event") == "flow.pause" for e in events)
     newest = {f"S{k}": total - 4 + k for k in range(4)}
@@ -244,7 +246,8 @@ async def test_block_waits_for_a_full_subscriber_on_another_worker(
     publisher = await _flood(a, "blocked", total)
     pause = await publisher.recv_event("flow.pause", channel="blocked")
     assert pause["reason"] == "channel blocked", "worker 0 waits for worker 1's subscriber"
-    assert b.worker is not None and _remote_full(a, "blocked") == {b.worker.index}
+    assert b.worker is not None
+    assert _remote_full(a, "blocked") == {b.worker.index}
     await stalled.read_until(_got(total), timeout=20)
     seqs = [m["seq"] for m in stalled.messages("blocked")]
     assert seqs == list(range(1, total + 1)), "block never drops and never reorders"
@@ -366,7 +369,8 @@ async def test_gather_gives_none_for_a_worker_that_does_not_answer_in_time(
     workers: Workers,
 ) -> None:
     a, b = await workers.start(2)
-    assert a.link is not None and b.link is not None
+    assert a.link is not None
+    assert b.link is not None
     never = asyncio.Event()
 
     async def slow(what: str) -> bytes:
@@ -387,9 +391,12 @@ async def test_a_worker_whose_bus_is_gone_stops_itself(workers: Workers) -> None
     assert workers.bus is not None
     await workers.bus.stop()
     await wait_until(lambda: a.phase.value == "stopped" and b.phase.value == "stopped")
-    assert a.bus_lost and b.bus_lost
-    with pytest.raises(Exception):  # noqa: B017 - closed by the stopping worker
+    assert a.bus_lost
+    assert b.bus_lost
+    with pytest.raises(ConnectionClosed) as closed:
         await client.recv(timeout=5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001, "closed as a stopping server closes"
 
 
 async def test_a_worker_without_a_bus_does_not_start(workers: Workers) -> None:
