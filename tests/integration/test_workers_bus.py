@@ -103,6 +103,17 @@ async def test_a_publish_on_any_worker_reaches_every_worker_in_one_order(
         assert [m["data"] for m in got] == [m["data"] for m in seen[0]]
 
 
+async def test_sys_stats_stays_each_workers_own(workers: Workers) -> None:
+    """`$sys.stats` is published locally by each worker, never through the bus."""
+    _, b = await workers.start(2)
+    sub = await open_client(b.url)
+    reply = await sub.subscribe("$sys.stats")
+    got = await sub.messages("$sys.stats", 2)
+    assert [m["seq"] for m in got] == [reply["seq"] + 1, reply["seq"] + 2]
+    assert workers.bus is not None
+    assert "$sys.stats" not in workers.bus.state.channels
+
+
 async def test_concurrent_publishers_on_every_worker_share_one_order(workers: Workers) -> None:
     """Publishes racing on 3 workers: every subscriber sees the same gap-free sequence."""
     servers = await workers.start(3, CHANNELS)
