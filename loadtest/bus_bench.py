@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -96,17 +94,15 @@ async def _with_subscribers(servers: list[Broadcaster]) -> list[asyncio.Task[Non
 
 async def _workers_round(args: argparse.Namespace) -> tuple[list[float], float]:
     run_dir = Path(tempfile.mkdtemp(prefix="busbench-"))
-    bus = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "loadtest.bus_bench",
-            "--bus",
-            str(run_dir / "bus.sock"),
-            "--workers",
-            str(args.workers),
-        ],
-        stdin=subprocess.PIPE,
+    bus = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "loadtest.bus_bench",
+        "--bus",
+        str(run_dir / "bus.sock"),
+        "--workers",
+        str(args.workers),
+        stdin=asyncio.subprocess.PIPE,
     )
     servers: list[Broadcaster] = []
     tasks: list[asyncio.Task[None]] = []
@@ -135,9 +131,11 @@ async def _workers_round(args: argparse.Namespace) -> tuple[list[float], float]:
             await server.stop()
         if bus.stdin is not None:
             bus.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            bus.wait(10)
-        bus.kill()
+        try:
+            await asyncio.wait_for(bus.wait(), 10)
+        except TimeoutError:
+            bus.kill()
+            await bus.wait()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
