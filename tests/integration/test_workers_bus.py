@@ -410,6 +410,35 @@ async def test_a_worker_whose_bus_is_gone_stops_itself(workers: Workers) -> None
     assert closed.value.rcvd.code == 1001, "closed as a stopping server closes"
 
 
+async def test_a_worker_that_dies_leaves_nothing_held_for_the_others(
+    workers: Workers, connect_raw: ConnectRaw
+) -> None:
+    """Its full block subscriber and its admitted connections stop counting elsewhere;
+    its clients come back on another worker and recover what they missed."""
+    a, b = await workers.start(2, CHANNELS)
+    stalled = await connect_raw(b.port, subscribe="blocked")
+    news = await open_client(b.url)
+    epoch = (await news.subscribe("news"))["epoch"]
+    await a.publish("news", 0)
+    await news.messages("news", 1)
+    publisher = await _flood(a, "blocked", 100)
+    await publisher.recv_event("flow.pause", channel="blocked")
+    assert a.admission.others is not None
+    assert a.admission.others.open == 2
+    assert b.link is not None
+    b.link._abort()  # the connection to the bus dies as with the worker's process
+    await wait_until(lambda: b.phase.value == "stopped", what="worker 1 stopped itself")
+    await wait_until(lambda: not _remote_full(a, "blocked"), what="its fullness cleared")
+    await publisher.recv_event("published", id=99, timeout=10)
+    assert a.admission.others.open == 0
+    await a.publish("news", 1)
+    back = await open_client(a.url)
+    reply = await back.subscribe("news", since=1, epoch=epoch)
+    assert (reply["recovered"], reply["seq"]) == (True, 2)
+    assert [m["data"] for m in await back.messages("news", 1)] == [1]
+    stalled.close()
+
+
 async def test_a_worker_without_a_bus_does_not_start(workers: Workers) -> None:
     link = BusLink(WorkerIdentity(0, 1, workers.run_dir), asyncio.get_running_loop().time)
     with pytest.raises(BusUnavailable):
