@@ -28,6 +28,7 @@ from broadcaster.workers.link import BusLink
 from tests.conftest import ConnectRaw
 from tests.support.api_client import post_json
 from tests.support.clients import JsonClient, open_client
+from tests.support.redis_server import RedisServer, redis_toml
 from tests.support.security import refused_handshake
 from tests.support.servers import TEST_SERVER_TOML, wait_until
 from tests.support.workers import Workers
@@ -437,6 +438,23 @@ async def test_a_worker_that_dies_leaves_nothing_held_for_the_others(
     assert (reply["recovered"], reply["seq"]) == (True, 2)
     assert [m["data"] for m in await back.messages("news", 1)] == [1]
     stalled.close()
+
+
+async def test_with_the_redis_broker_workers_share_channels_through_redis(
+    workers: Workers, redis_server: RedisServer
+) -> None:
+    """`[broker] kind = "redis"`: Redis carries the channels, the bus the limits and gather."""
+    a, b = await workers.start(2, LIMITED + "\n" + redis_toml(redis_server.url))
+    assert (a.broker.name, b.broker.name) == ("redis", "redis")
+    sub = await open_client(b.url)
+    await sub.subscribe("prices")
+    assert await a.publish("prices", {"p": 1}) == 1
+    assert [m["data"] for m in await sub.messages("prices", 1)] == [{"p": 1}]
+    await open_client(a.url)
+    await wait_until(lambda: b.admission.others is not None and b.admission.others.open == 1)
+    assert (await refused_handshake(b.url)).status == 429
+    assert a.link is not None
+    assert set(await a.link.gather("nothing")) == {0, 1}
 
 
 async def test_a_worker_without_a_bus_does_not_start(workers: Workers) -> None:
