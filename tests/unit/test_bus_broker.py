@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from broadcaster.brokers.base import MessageFactory
 from broadcaster.brokers.bus import BusBroker
 from broadcaster.core.channel import Channel
 from broadcaster.core.policy import ChannelPolicy
 from broadcaster.core.strategies import Strategy
+from broadcaster.errors import BusUnavailable
 from broadcaster.workers.identity import WorkerIdentity
 from broadcaster.workers.link import BusLink
 
@@ -156,3 +158,17 @@ async def test_a_snapshot_reply_seeds_the_last_value_cache() -> None:
     )
     await preparing
     assert [(m.seq, m.key) for m in channel.snapshot()] == [(6, "a"), (7, "b")]
+
+
+async def test_publishes_and_prepares_waiting_on_a_lost_bus_are_answered_unavailable() -> None:
+    link, broker, channel, _ = await rig()
+    publishing = asyncio.create_task(broker.publish(channel, 1))
+    other = Channel("d", channel.policy, epoch="local")
+    preparing = asyncio.create_task(broker.prepare(other))
+    await asyncio.sleep(0)
+    link._connection_lost(None)
+    assert link.lost.is_set()
+    for waiting in (publishing, preparing):
+        with pytest.raises(BusUnavailable) as raised:
+            await waiting
+        assert raised.value.code == "unavailable"
