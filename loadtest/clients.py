@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import struct
 import time
@@ -351,16 +352,31 @@ async def stream_address(ws_url: str, wait_s: float) -> tuple[str, int]:
     raise ConnectionError(f"GET /sse on {host}:{port} did not redirect: {head[:80]!r}")
 
 
-class _SseProtocol(asyncio.Protocol):
-    """Reads one SSE stream: the response head, then each event's `data:` line.
+_EVENT_END = b"\n\n"
+_SSE_ID = re.compile(rb"\nid: [^\n]*:(\d+)\n")
+"""A channel message's `id: EPOCH:SEQ` line (its seq captured); nothing else has one."""
+_SSE_CLOSE = b'{"event":"close"'
 
-    Every event of broadcaster's stream is one HTTP chunk (core/streams.py), so
-    the chunk-size lines only sit between events and are skipped with them.
+
+class _SseProtocol(asyncio.Protocol):
+    """Reads one SSE stream as cheaply per event as picows reads WebSocket frames.
+
+    broadcaster writes every event as one HTTP chunk (core/streams.py):
+    size CRLF, [`id: EPOCH:SEQ` LF,] `data: <json>` LF, LF, CRLF; so a blank line ends
+    each event and only channel messages have an `id:` line. Per read, C does the
+    per-event work: `bytes.count` counts the complete events and one regex pass
+    collects the seqs of the `id:` lines. When every event is a message (the
+    steady state) the seqs are accounted in one call (`SubscriberRecord.on_seqs`)
+    and only the events whose latency is sampled are decoded, found by their seq
+    with `bytes.find`: the same one-in-`latency_every` sampling and the same
+    orjson decode as the WebSocket clients, so the two transports are measured
+    alike. A read that holds anything else (the `subscribed` reply, flow notices,
+    heartbeats, the `close` event) is read event by event, in order.
     """
 
     def __init__(self, owner: SseSubscriber) -> None:
         self.owner = owner
-        self.on_frame = owner.record.on_frame
+        self.record = owner.record
         self.buf = b""
         self.head = True
         self.transport: asyncio.Transport | None = None
@@ -376,29 +392,60 @@ class _SseProtocol(asyncio.Protocol):
                 self.buf = buf
                 return
             if not buf.startswith(b"HTTP/1.1 200"):
-                self.owner.record.on_close(None)
+                self.record.on_close(None)
                 self.owner.ready.set()
                 return
             self.head = False
             buf = buf[end + 4 :]
-            self.owner.record.connected = True
-        record = self.owner.record
-        pos = 0
-        while True:
-            start = buf.find(b"data: ", pos)
-            if start < 0:
-                break
-            end = buf.find(b"\n\n", start)
-            if end < 0:
-                break
-            payload = buf[start + 6 : end]
-            pos = end + 2
-            if payload.startswith(b'{"event":"close"'):
-                record.on_close(int(orjson.loads(payload)["code"]))
-                continue
-            self.on_frame(payload)
-        self.buf = buf[pos:]
+            self.record.connected = True
+        end = buf.rfind(_EVENT_END) + 2
+        if end < 2:
+            self.buf = buf
+            return
+        found = _SSE_ID.findall(buf, 0, end)
+        if len(found) == buf.count(_EVENT_END, 0, end):
+            self._messages(buf, end, list(map(int, found)))
+        else:
+            self._events(buf, end)
+        self.buf = buf[end:]
         owner = self.owner
+        if owner.throttle is not None or not owner.ready.is_set():
+            self._after_read()
+
+    def _messages(self, buf: bytes, end: int, seqs: list[int]) -> None:
+        """Every complete event in ``buf[:end]`` is a channel message, seqs in order."""
+        record = self.record
+        record.on_seqs(seqs)
+        samples = record.take_samples(len(seqs))
+        if samples:
+            now = time.time_ns()
+            pos = 0
+            for i in samples:
+                key = b":%d\ndata: " % seqs[i]
+                at = buf.find(key, pos, end)
+                if at < 0:  # not where its id said: cannot be, but never mis-sample
+                    continue
+                start = at + len(key)
+                pos = buf.find(_EVENT_END, start, end)
+                record.on_sample(now, buf[start:pos])
+
+    def _events(self, buf: bytes, end: int) -> None:
+        """Event by event: the reads that hold more than channel messages."""
+        record = self.record
+        pos = 0
+        while pos < end:
+            stop = buf.find(_EVENT_END, pos, end)
+            at = buf.find(b"data: ", pos, stop)
+            if at >= 0:
+                payload = buf[at + 6 : stop]
+                if payload.startswith(_SSE_CLOSE):
+                    record.on_close(int(orjson.loads(payload)["code"]))
+                else:
+                    record.on_frame(payload)
+            pos = stop + 2
+
+    def _after_read(self) -> None:
+        owner, record = self.owner, self.record
         if record.subscribed and not owner.ready.is_set():
             owner.ready.set()
             if owner.throttle is not None:
@@ -407,7 +454,7 @@ class _SseProtocol(asyncio.Protocol):
             owner.slow_down(record.received)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.record.on_close(self.owner.record.close_code)
+        self.record.on_close(self.record.close_code)
         self.owner.ready.set()
         self.owner.lost.set()
 
