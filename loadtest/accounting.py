@@ -96,8 +96,7 @@ class SubscriberRecord:
     """Live counters of one subscription; :meth:`on_frame` is the per-message hot path."""
 
     __slots__ = (
-        "_sample_countdown",
-        "base_seq",
+                "base_seq",
         "channel",
         "close_code",
         "closed_at_ns",
@@ -117,6 +116,7 @@ class SubscriberRecord:
         "received",
         "resume_dropped",
         "resumes",
+        "sample_countdown",
         "strategy",
         "subscribed",
         "subscribed_event",
@@ -130,7 +130,7 @@ class SubscriberRecord:
         self.index = index
         self.latency_every = max(1, latency_every)
         """Latency is measured on one message in this many (every seq is still accounted)."""
-        self._sample_countdown = 1
+        self.sample_countdown = 1
         self.channel = channel
         self.kind = kind
         self.timeline = timeline
@@ -167,13 +167,13 @@ class SubscriberRecord:
         if not isinstance(payload, bytes):
             payload = payload.encode() if isinstance(payload, str) else bytes(payload)
         if payload.startswith(_MESSAGE_PREFIX):
-            self._sample_countdown -= 1
-            if self._sample_countdown > 0:
+            self.sample_countdown -= 1
+            if self.sample_countdown > 0:
                 seq = _fast_seq(payload)
                 if seq is not None:
                     self._count(seq)
                     return
-            self._sample_countdown = self.latency_every
+            self.sample_countdown = self.latency_every
         msg = orjson.loads(payload)
         event = msg.get("event")
         if event == "message":
@@ -197,8 +197,9 @@ class SubscriberRecord:
         out-of-order deliveries included), for a reader that finds seqs without
         decoding each event (the SSE client, loadtest/clients.py). A run of consecutive
         seqs after the last one seen, the steady state, costs O(1) Python operations;
-        anything else is counted one seq at a time. Latency sampling is the caller's
-        (:meth:`take_samples`, :meth:`on_sample`).
+        anything else is counted one seq at a time. Latency sampling is the caller's:
+        it counts down :attr:`sample_countdown` as :meth:`on_frame` does and hands the
+        chosen events to :meth:`on_sample`.
         """
         n = len(seqs)
         if not n:
@@ -217,20 +218,6 @@ class SubscriberRecord:
             return
         for seq in seqs:
             self._count(seq)
-
-    def take_samples(self, n: int) -> range:
-        """Which of the next ``n`` channel messages (0-based) have their latency sampled.
-
-        The same one-in-``latency_every`` choice :meth:`on_frame` makes message by
-        message, so every client kind samples the same deliveries.
-        """
-        countdown = self._sample_countdown
-        if countdown > n:
-            self._sample_countdown = countdown - n
-            return range(0)
-        every = self.latency_every
-        self._sample_countdown = every - (n - countdown) % every
-        return range(countdown - 1, n, every)
 
     def on_sample(self, now_ns: int, payload: bytes) -> None:
         """Record the latency of one sampled `message` event (its seq is counted elsewhere)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 import struct
 import time
@@ -352,26 +351,22 @@ async def stream_address(ws_url: str, wait_s: float) -> tuple[str, int]:
     raise ConnectionError(f"GET /sse on {host}:{port} did not redirect: {head[:80]!r}")
 
 
-_EVENT_END = b"\n\n"
-_SSE_ID = re.compile(rb"\nid: [^\n]*:(\d+)\n")
-"""A channel message's `id: EPOCH:SEQ` line (its seq captured); nothing else has one."""
 _SSE_CLOSE = b'{"event":"close"'
 
 
 class _SseProtocol(asyncio.Protocol):
-    """Reads one SSE stream as cheaply per event as picows reads WebSocket frames.
+    """Reads one SSE stream about as cheaply per event as picows reads WebSocket frames.
 
-    broadcaster writes every event as one HTTP chunk (core/streams.py):
-    size CRLF, [`id: EPOCH:SEQ` LF,] `data: <json>` LF, LF, CRLF; so a blank line ends
-    each event and only channel messages have an `id:` line. Per read, C does the
-    per-event work: `bytes.count` counts the complete events and one regex pass
-    collects the seqs of the `id:` lines. When every event is a message (the
-    steady state) the seqs are accounted in one call (`SubscriberRecord.on_seqs`)
-    and only the events whose latency is sampled are decoded, found by their seq
-    with `bytes.find`: the same one-in-`latency_every` sampling and the same
-    orjson decode as the WebSocket clients, so the two transports are measured
-    alike. A read that holds anything else (the `subscribed` reply, flow notices,
-    heartbeats, the `close` event) is read event by event, in order.
+    broadcaster writes every SSE event as one HTTP chunk (core/streams.py): its size
+    in hex, CRLF, the event (`id: EPOCH:SEQ` LF, only on channel messages, then
+    `data: <json>` LF LF), CRLF. So, like picows with frame lengths, the reader jumps
+    from chunk to chunk by their sizes and never scans an event's payload: per event
+    it reads the seq from the short `id:` line, collects it, and decodes only the
+    events whose latency is sampled, with the same one-in-`latency_every` choice and
+    the same orjson decode as the WebSocket clients, so both transports are measured
+    alike. The collected seqs are accounted in one call per read
+    (`SubscriberRecord.on_seqs`, C comparisons for the steady run) before any other
+    event, so the order of `subscribed`, flow notices and messages is kept.
     """
 
     def __init__(self, owner: SseSubscriber) -> None:
@@ -386,63 +381,74 @@ class _SseProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
+        record = self.record
         if self.head:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 self.buf = buf
                 return
             if not buf.startswith(b"HTTP/1.1 200"):
-                self.record.on_close(None)
+                record.on_close(None)
                 self.owner.ready.set()
                 return
             self.head = False
             buf = buf[end + 4 :]
-            self.record.connected = True
-        end = buf.rfind(_EVENT_END) + 2
-        if end < 2:
-            self.buf = buf
-            return
-        found = _SSE_ID.findall(buf, 0, end)
-        if len(found) == buf.count(_EVENT_END, 0, end):
-            self._messages(buf, end, list(map(int, found)))
-        else:
-            self._events(buf, end)
-        self.buf = buf[end:]
+            record.connected = True
+        find = buf.find
+        size = len(buf)
+        seqs: list[int] = []
+        sampled: list[tuple[int, int]] = []  # (start, stop) of the decoded events' JSON
+        countdown = record.sample_countdown
+        every = record.latency_every
+        pos = 0
+        while True:
+            crlf = find(b"\r\n", pos)
+            if crlf < 0:
+                break
+            start = crlf + 2
+            stop = start + int(buf[pos:crlf], 16)
+            if stop + 2 > size:
+                break
+            pos = stop + 2
+            if buf.startswith(b"id: ", start):
+                line_end = find(b"\n", start, stop)
+                seqs.append(int(buf[buf.rfind(b":", start, line_end) + 1 : line_end]))
+                countdown -= 1
+                if not countdown:
+                    countdown = every
+                    sampled.append((line_end + 7, stop - 2))
+                continue
+            if seqs:
+                record.sample_countdown = countdown
+                self._messages(buf, seqs, sampled)
+                seqs, sampled = [], []
+            self._control(buf, start, stop)
+            countdown = record.sample_countdown
+        record.sample_countdown = countdown
+        if seqs:
+            self._messages(buf, seqs, sampled)
+        self.buf = buf[pos:]
         owner = self.owner
         if owner.throttle is not None or not owner.ready.is_set():
             self._after_read()
 
-    def _messages(self, buf: bytes, end: int, seqs: list[int]) -> None:
-        """Every complete event in ``buf[:end]`` is a channel message, seqs in order."""
+    def _messages(self, buf: bytes, seqs: list[int], sampled: list[tuple[int, int]]) -> None:
         record = self.record
         record.on_seqs(seqs)
-        samples = record.take_samples(len(seqs))
-        if samples:
+        if sampled:
             now = time.time_ns()
-            pos = 0
-            for i in samples:
-                key = b":%d\ndata: " % seqs[i]
-                at = buf.find(key, pos, end)
-                if at < 0:  # not where its id said: cannot be, but never mis-sample
-                    continue
-                start = at + len(key)
-                pos = buf.find(_EVENT_END, start, end)
-                record.on_sample(now, buf[start:pos])
+            for start, stop in sampled:
+                record.on_sample(now, buf[start:stop])
 
-    def _events(self, buf: bytes, end: int) -> None:
-        """Event by event: the reads that hold more than channel messages."""
-        record = self.record
-        pos = 0
-        while pos < end:
-            stop = buf.find(_EVENT_END, pos, end)
-            at = buf.find(b"data: ", pos, stop)
-            if at >= 0:
-                payload = buf[at + 6 : stop]
-                if payload.startswith(_SSE_CLOSE):
-                    record.on_close(int(orjson.loads(payload)["code"]))
-                else:
-                    record.on_frame(payload)
-            pos = stop + 2
+    def _control(self, buf: bytes, start: int, stop: int) -> None:
+        """An event without an id: a reply, a notice, the `close` event; or no data at all."""
+        if not buf.startswith(b"data: ", start):
+            return  # a heartbeat comment, a retry hint, the last (empty) chunk
+        payload = buf[start + 6 : stop - 2]
+        if payload.startswith(_SSE_CLOSE):
+            self.record.on_close(int(orjson.loads(payload)["code"]))
+        else:
+            self.record.on_frame(payload)
 
     def _after_read(self) -> None:
         owner, record = self.owner, self.record
