@@ -96,7 +96,8 @@ class SubscriberRecord:
     """Live counters of one subscription; :meth:`on_frame` is the per-message hot path."""
 
     __slots__ = (
-                "base_seq",
+        "_sample_countdown",
+        "base_seq",
         "channel",
         "close_code",
         "closed_at_ns",
@@ -116,7 +117,6 @@ class SubscriberRecord:
         "received",
         "resume_dropped",
         "resumes",
-        "sample_countdown",
         "strategy",
         "subscribed",
         "subscribed_event",
@@ -130,7 +130,7 @@ class SubscriberRecord:
         self.index = index
         self.latency_every = max(1, latency_every)
         """Latency is measured on one message in this many (every seq is still accounted)."""
-        self.sample_countdown = 1
+        self._sample_countdown = 1
         self.channel = channel
         self.kind = kind
         self.timeline = timeline
@@ -167,13 +167,13 @@ class SubscriberRecord:
         if not isinstance(payload, bytes):
             payload = payload.encode() if isinstance(payload, str) else bytes(payload)
         if payload.startswith(_MESSAGE_PREFIX):
-            self.sample_countdown -= 1
-            if self.sample_countdown > 0:
+            self._sample_countdown -= 1
+            if self._sample_countdown > 0:
                 seq = _fast_seq(payload)
                 if seq is not None:
                     self._count(seq)
                     return
-            self.sample_countdown = self.latency_every
+            self._sample_countdown = self.latency_every
         msg = orjson.loads(payload)
         event = msg.get("event")
         if event == "message":
@@ -189,6 +189,15 @@ class SubscriberRecord:
                 self.resume_dropped += dropped
         elif event == "error":
             self.errors += 1
+
+    @property
+    def sample_countdown(self) -> int:
+        """Messages until the next latency sample (1: the next one), as :meth:`on_frame` counts."""
+        return self._sample_countdown
+
+    @sample_countdown.setter
+    def sample_countdown(self, value: int) -> None:
+        self._sample_countdown = value
 
     def on_seqs(self, seqs: list[int]) -> None:
         """Account for channel messages already known by their seqs alone, in arrival order.

@@ -2,11 +2,10 @@
 
 It decodes only the latency-sampled events (it jumps from chunk to chunk and
 reads the seqs from the `id:` lines), so these tests hold it against the
-per-frame reference,
-`SubscriberRecord.on_frame`, on the same events: every delivery, gap,
-duplicate, out-of-order seq, flow notice, close code and latency sample must
-agree, however the bytes are split into reads. One real run over `/sse`
-checks the whole path against the server.
+per-frame reference, `SubscriberRecord.on_frame`, on the same events: every
+delivery, gap, duplicate, out-of-order seq, flow notice, close code and
+latency sample must agree, however the bytes are split into reads. One real
+run over `/sse` checks the whole path against the server.
 """
 
 from __future__ import annotations
