@@ -78,7 +78,14 @@ if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
     from broadcaster.server.sse import StreamEndpoints
 
-__all__ = ["PUBLISH_PATH", "ApiError", "PublishApi", "cors_headers", "origin_allowed"]
+__all__ = [
+    "FORBIDDEN_ORIGIN",
+    "PUBLISH_PATH",
+    "ApiError",
+    "PublishApi",
+    "cors_headers",
+    "origin_allowed",
+]
 
 logger = logging.getLogger("broadcaster.api")
 

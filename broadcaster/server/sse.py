@@ -56,7 +56,7 @@ from broadcaster.security.access import refuse_subscribe
 from broadcaster.security.admin import peer_ip
 from broadcaster.security.admission import Refusal
 from broadcaster.security.auth import TokenRejected
-from broadcaster.server.api import ApiError, cors_headers, origin_allowed
+from broadcaster.server.api import FORBIDDEN_ORIGIN, ApiError, cors_headers, origin_allowed
 from broadcaster.server.subscriber import Subscriber
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ class StreamEndpoints:
             app.metrics.refused("origin")
             raise ApiError(
                 403,
-                "forbidden_origin",
+                FORBIDDEN_ORIGIN,
                 f"origin {origins[0] if origins else ''!r} is not allowed "
                 "([server] allowed_origins)",
             )
