@@ -190,6 +190,53 @@ class SubscriberRecord:
         elif event == "error":
             self.errors += 1
 
+    @property
+    def sample_countdown(self) -> int:
+        """Messages until the next latency sample (1: the next one), as :meth:`on_frame` counts."""
+        return self._sample_countdown
+
+    @sample_countdown.setter
+    def sample_countdown(self, value: int) -> None:
+        self._sample_countdown = value
+
+    def on_seqs(self, seqs: list[int]) -> None:
+        """Account for channel messages already known by their seqs alone, in arrival order.
+
+        The same counting as one :meth:`on_frame` per message (gaps, duplicates and
+        out-of-order deliveries included), for a reader that finds seqs without
+        decoding each event (the SSE client, loadtest/clients.py). A run of consecutive
+        seqs after the last one seen, the steady state, costs O(1) Python operations;
+        anything else is counted one seq at a time. Latency sampling is the caller's:
+        it counts down :attr:`sample_countdown` as :meth:`on_frame` does and hands the
+        chosen events to :meth:`on_sample`.
+        """
+        n = len(seqs)
+        if not n:
+            return
+        first = seqs[0]
+        # n seqs spanning exactly n values are consecutive iff strictly increasing;
+        # the list comparison runs in C.
+        if (
+            first > self.last_seq
+            and seqs[-1] - first == n - 1
+            and (n < 3 or seqs == list(range(first, first + n)))
+        ):
+            self._count(first)
+            self.received += n - 1
+            self.last_seq = seqs[-1]
+            return
+        for seq in seqs:
+            self._count(seq)
+
+    def on_sample(self, now_ns: int, payload: bytes) -> None:
+        """Record the latency of one sampled `message` event (its seq is counted elsewhere)."""
+        msg = orjson.loads(payload)
+        data = msg.get("data")
+        if isinstance(data, dict):
+            sent = data.get("t")
+            if isinstance(sent, int):
+                self.timeline.add(now_ns, (now_ns - sent) // 1000)
+
     def _on_subscribed(self, msg: dict[str, Any]) -> None:
         self.subscribed = True
         self.subscribed_event = msg

@@ -351,16 +351,27 @@ async def stream_address(ws_url: str, wait_s: float) -> tuple[str, int]:
     raise ConnectionError(f"GET /sse on {host}:{port} did not redirect: {head[:80]!r}")
 
 
-class _SseProtocol(asyncio.Protocol):
-    """Reads one SSE stream: the response head, then each event's `data:` line.
+_SSE_CLOSE = b'{"event":"close"'
 
-    Every event of broadcaster's stream is one HTTP chunk (core/streams.py), so
-    the chunk-size lines only sit between events and are skipped with them.
+
+class _SseProtocol(asyncio.Protocol):
+    """Reads one SSE stream about as cheaply per event as picows reads WebSocket frames.
+
+    broadcaster writes every SSE event as one HTTP chunk (core/streams.py): its size
+    in hex, CRLF, the event (`id: EPOCH:SEQ` LF, only on channel messages, then
+    `data: <json>` LF LF), CRLF. So, like picows with frame lengths, the reader jumps
+    from chunk to chunk by their sizes and never scans an event's payload: per event
+    it reads the seq from the short `id:` line, collects it, and decodes only the
+    events whose latency is sampled, with the same one-in-`latency_every` choice and
+    the same orjson decode as the WebSocket clients, so both transports are measured
+    alike. The collected seqs are accounted in one call per read
+    (`SubscriberRecord.on_seqs`, C comparisons for the steady run) before any other
+    event, so the order of `subscribed`, flow notices and messages is kept.
     """
 
     def __init__(self, owner: SseSubscriber) -> None:
         self.owner = owner
-        self.on_frame = owner.record.on_frame
+        self.record = owner.record
         self.buf = b""
         self.head = True
         self.transport: asyncio.Transport | None = None
@@ -370,35 +381,77 @@ class _SseProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
+        record = self.record
         if self.head:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 self.buf = buf
                 return
             if not buf.startswith(b"HTTP/1.1 200"):
-                self.owner.record.on_close(None)
+                record.on_close(None)
                 self.owner.ready.set()
                 return
             self.head = False
             buf = buf[end + 4 :]
-            self.owner.record.connected = True
-        record = self.owner.record
+            record.connected = True
+        find = buf.find
+        size = len(buf)
+        seqs: list[int] = []
+        sampled: list[tuple[int, int]] = []  # (start, stop) of the decoded events' JSON
+        countdown = record.sample_countdown
+        every = record.latency_every
         pos = 0
         while True:
-            start = buf.find(b"data: ", pos)
-            if start < 0:
+            crlf = find(b"\r\n", pos)
+            if crlf < 0:
                 break
-            end = buf.find(b"\n\n", start)
-            if end < 0:
+            start = crlf + 2
+            stop = start + int(buf[pos:crlf], 16)
+            if stop + 2 > size:
                 break
-            payload = buf[start + 6 : end]
-            pos = end + 2
-            if payload.startswith(b'{"event":"close"'):
-                record.on_close(int(orjson.loads(payload)["code"]))
+            pos = stop + 2
+            if buf.startswith(b"id: ", start):
+                line_end = find(b"\n", start, stop)
+                seqs.append(int(buf[buf.rfind(b":", start, line_end) + 1 : line_end]))
+                countdown -= 1
+                if not countdown:
+                    countdown = every
+                    sampled.append((line_end + 7, stop - 2))
                 continue
-            self.on_frame(payload)
+            if seqs:
+                record.sample_countdown = countdown
+                self._messages(buf, seqs, sampled)
+                seqs, sampled = [], []
+            self._control(buf, start, stop)
+            countdown = record.sample_countdown
+        record.sample_countdown = countdown
+        if seqs:
+            self._messages(buf, seqs, sampled)
         self.buf = buf[pos:]
         owner = self.owner
+        if owner.throttle is not None or not owner.ready.is_set():
+            self._after_read()
+
+    def _messages(self, buf: bytes, seqs: list[int], sampled: list[tuple[int, int]]) -> None:
+        record = self.record
+        record.on_seqs(seqs)
+        if sampled:
+            now = time.time_ns()
+            for start, stop in sampled:
+                record.on_sample(now, buf[start:stop])
+
+    def _control(self, buf: bytes, start: int, stop: int) -> None:
+        """An event without an id: a reply, a notice, the `close` event; or no data at all."""
+        if not buf.startswith(b"data: ", start):
+            return  # a heartbeat comment, a retry hint, the last (empty) chunk
+        payload = buf[start + 6 : stop - 2]
+        if payload.startswith(_SSE_CLOSE):
+            self.record.on_close(int(orjson.loads(payload)["code"]))
+        else:
+            self.record.on_frame(payload)
+
+    def _after_read(self) -> None:
+        owner, record = self.owner, self.record
         if record.subscribed and not owner.ready.is_set():
             owner.ready.set()
             if owner.throttle is not None:
@@ -407,7 +460,7 @@ class _SseProtocol(asyncio.Protocol):
             owner.slow_down(record.received)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.record.on_close(self.owner.record.close_code)
+        self.record.on_close(self.record.close_code)
         self.owner.ready.set()
         self.owner.lost.set()
 

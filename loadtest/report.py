@@ -218,6 +218,16 @@ def _cpu_per_delivery_us(data: RunData, deliveries: int) -> float | None:
     return round((end - start) * 1e6 / deliveries, 3)
 
 
+def _reader_cpu_per_delivery_us(data: RunData, deliveries: int) -> float | None:
+    """The subscriber workers' CPU (all of it: reading, accounting, sampling) from the
+    start of publishing until they drained, per message they received. Unlike
+    `client_cpu_percent` it leaves out the publishers, so it compares client kinds."""
+    spent = [r["cpu_s"] for r in data.worker_results if isinstance(r.get("cpu_s"), float)]
+    if deliveries <= 0 or not spent or len(spent) < len(data.worker_results):
+        return None
+    return round(float(sum(spent)) * 1e6 / deliveries, 3)
+
+
 def _server(data: RunData, deliveries: int = 0) -> dict[str, Any]:
     sampler = data.sampler
     usage = sampler.usage if sampler is not None else []
@@ -357,6 +367,7 @@ def build_report(data: RunData) -> dict[str, Any]:
             "wire_bytes_per_delivery": round(wire_total / received_total, 1)
             if received_total
             else None,
+            "reader_cpu_us_per_delivery": _reader_cpu_per_delivery_us(data, received_total),
         },
         "latency_ms": _latency(fast_seconds),
         "latency_ms_slow": _latency(timelines["slow"]) if timelines["slow"] else None,
@@ -448,6 +459,9 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
         "server_cpu_us_per_delivery": server.get("cpu_us_per_delivery") if has_traffic else None,
         "server_wait_percent": server["wait_percent"]["mean"],
         "client_cpu_percent": server["client_cpu_percent"]["mean"],
+        "reader_cpu_us_per_delivery": result["deliveries"].get("reader_cpu_us_per_delivery")
+        if has_traffic
+        else None,
         "client_wait_percent": server["client_wait_percent"]["mean"],
         "rss_growth_mb": server["rss_mb"]["growth"] if has_traffic else None,
         "rss_per_connection_kb": server["rss_per_connection_kb"] if not has_traffic else None,

@@ -234,10 +234,12 @@ async def _run(
     updater = asyncio.create_task(_update_board(plan, board, records, channel_index))
     try:
         _, epoch_ns = await _expect(inbox, "go")
+        cpu_start = time.process_time()
         for timeline in timelines.values():
             timeline.epoch_ns = epoch_ns
         _, final_seqs, drain = await _expect(inbox, "stop")
         await _drain(records, final_seqs, drain)
+        cpu_s = time.process_time() - cpu_start
         for sub in subscribers:
             sub.record.wire_bytes = sub.bytes_received()
     finally:
@@ -249,6 +251,9 @@ async def _run(
             {
                 "worker": plan.worker,
                 "subscribers": [r.result().to_dict() for r in records],
+                # This worker's CPU from `go` until its subscribers drained: what reading
+                # costs the client, per delivery in the report (reader_cpu_us_per_delivery).
+                "cpu_s": cpu_s,
                 "timelines": {
                     kind: {str(sec): h.to_dict() for sec, h in t.seconds.items()}
                     for kind, t in timelines.items()

@@ -36,6 +36,17 @@ thousand half-sent requests would also starve the WebSocket port):
 
 A client that goes away mid-request is its own business: one DEBUG line, no
 traceback.
+
+Pages publish here too (the browser client does when it fell back to SSE), and
+a page is rarely on this port's origin. The API requires JSON's media type, so
+a browser asks first (a CORS preflight, `OPTIONS`): the API approves it, with
+`Authorization` and `Content-Type`, for the origins `[server] allowed_origins`
+admits, the /ws rule ("self" also means the WebSocket port's pages on the same
+host), and refuses every other origin with 403, so a page elsewhere still cannot
+make a visitor's browser publish to an API on their loopback. Responses to
+`POST` carry `Access-Control-Allow-Origin` for those origins only, always the
+origin itself, never `*`, and never `Access-Control-Allow-Credentials`: the key
+travels in `Authorization`, cookies are not wanted.
 """
 
 from __future__ import annotations
@@ -67,7 +78,14 @@ if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
     from broadcaster.server.sse import StreamEndpoints
 
-__all__ = ["PUBLISH_PATH", "ApiError", "PublishApi"]
+__all__ = [
+    "FORBIDDEN_ORIGIN",
+    "PUBLISH_PATH",
+    "ApiError",
+    "PublishApi",
+    "cors_headers",
+    "origin_allowed",
+]
 
 logger = logging.getLogger("broadcaster.api")
 
@@ -79,6 +97,10 @@ UNAUTHORIZED = "unauthorized"
 STOPPING_RETRY_AFTER = 1.0
 # Not a PROTOCOL.md code: the body did not arrive within [api] body_timeout.
 REQUEST_TIMEOUT = "request_timeout"
+# The /ws handshake's refusal, in the API's JSON words (also /sse's).
+FORBIDDEN_ORIGIN = "forbidden_origin"
+# How long a browser may reuse an approved preflight (seconds; Chromium caps it at 7200).
+PREFLIGHT_MAX_AGE = 600
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -131,6 +153,33 @@ def _json(status: int, document: object, headers: dict[str, str] | None = None) 
         content_type="application/json",
         headers=headers,
     )
+
+
+def origin_allowed(app: Broadcaster, request: web.Request, origins: list[str]) -> bool:
+    """The /ws origin rule on this port; "self" also covers the WebSocket port's pages.
+
+    Those pages (the ticker, the examples) are served on `[server] port`, so their
+    origin names that port, not this one.
+    """
+    policy = app.origins
+    host = request.headers.get("Host")
+    if policy.allows(origins, host):
+        return True
+    if host and app.started:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return policy.allows(origins, f"{name}:{app.port}")
+    return False
+
+
+def cors_headers(app: Broadcaster, request: web.Request) -> dict[str, str]:
+    """`Access-Control-Allow-Origin` for a page of an allowed origin; nothing for others.
+
+    The origin itself, never `*`: the answer differs per origin, hence `Vary`.
+    """
+    origins = request.headers.getall("Origin", [])
+    if len(origins) != 1 or not origin_allowed(app, request, origins):
+        return {}
+    return {"Access-Control-Allow-Origin": origins[0], "Vary": "Origin"}
 
 
 @web.middleware
@@ -194,9 +243,10 @@ class PublishApi:
 
     async def start(self) -> None:
         web_app = web.Application(
-            middlewares=[_json_errors], client_max_size=self.config.max_body_size
+            middlewares=[self._cors, _json_errors], client_max_size=self.config.max_body_size
         )
         web_app.router.add_post(PUBLISH_PATH, self.publish)
+        web_app.router.add_route("OPTIONS", PUBLISH_PATH, self.preflight)
         if self.streams is not None:
             self.streams.add_routes(web_app.router)
         self._runner = web.AppRunner(
@@ -256,6 +306,54 @@ class PublishApi:
         scheme = "https" if self.app.ssl is not None else "http"
         return f"{scheme}://{self.config.host}:{self._port}{PUBLISH_PATH}"
 
+    # --- cross-origin pages ----------------------------------------------------------
+
+    @web.middleware
+    async def _cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """CORS headers on every answer to `POST /api/publish`, errors included.
+
+        A page can read a 401, 429 or 503 (and its `retry_after`) only with them.
+        The streams set their own before their head is sent (server/sse.py).
+        """
+        response = await handler(request)
+        if request.path == PUBLISH_PATH and request.method != "OPTIONS":
+            headers = cors_headers(self.app, request)
+            if headers:
+                response.headers.update(headers)
+                response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        return response
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        """`OPTIONS /api/publish`: approve a browser's CORS preflight for allowed origins.
+
+        The approval names `POST` and the two headers a publish needs; the browser
+        refuses anything else the page asked for. Another origin gets 403, without
+        CORS headers, so the browser never sends its POST.
+        """
+        origins = request.headers.getall("Origin", [])
+        if not origins or "Access-Control-Request-Method" not in request.headers:
+            # Not a preflight (curl -X OPTIONS): say what the path takes.
+            return web.Response(status=204, headers={"Allow": "OPTIONS, POST"})
+        if len(origins) != 1 or not origin_allowed(self.app, request, origins):
+            self.app.metrics.refused("origin")
+            raise ApiError(
+                403,
+                FORBIDDEN_ORIGIN,
+                f"origin {origins[0]!r} is not allowed to publish here "
+                "([server] allowed_origins)",
+                headers={"Vary": "Origin"},
+            )
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origins[0],
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE),
+                "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            },
+        )
+
     # --- the endpoint ------------------------------------------------------------
 
     async def publish(self, request: web.Request) -> web.Response:
@@ -263,8 +361,9 @@ class PublishApi:
         publisher = self._authenticate(request)
         if request.content_type != "application/json":
             # Requiring JSON's media type makes browsers preflight cross-site
-            # requests (which this API never approves), so a web page cannot
-            # make a visitor's browser publish to an API on their loopback.
+            # requests (approved for the allowed origins only, `preflight`), so
+            # another web page cannot make a visitor's browser publish to an API
+            # on their loopback.
             raise ApiError(
                 415,
                 ErrorCode.INVALID_MESSAGE,

@@ -56,7 +56,7 @@ from broadcaster.security.access import refuse_subscribe
 from broadcaster.security.admin import peer_ip
 from broadcaster.security.admission import Refusal
 from broadcaster.security.auth import TokenRejected
-from broadcaster.server.api import ApiError
+from broadcaster.server.api import FORBIDDEN_ORIGIN, ApiError, cors_headers, origin_allowed
 from broadcaster.server.subscriber import Subscriber
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ class StreamEndpoints:
             app.metrics.refused("origin")
             raise ApiError(
                 403,
-                "forbidden_origin",
+                FORBIDDEN_ORIGIN,
                 f"origin {origins[0] if origins else ''!r} is not allowed "
                 "([server] allowed_origins)",
             )
@@ -416,21 +416,11 @@ class StreamEndpoints:
 
     def _origin_allowed(self, request: web.Request, origins: list[str]) -> bool:
         """The /ws rule; "self" also covers pages of the WebSocket port on the same host."""
-        policy = self.app.origins
-        host = request.headers.get("Host")
-        if policy.allows(origins, host):
-            return True
-        if host and self.app.started:
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            return policy.allows(origins, f"{name}:{self.app.port}")
-        return False
+        return origin_allowed(self.app, request, origins)
 
     def _cors(self, request: web.Request) -> dict[str, str]:
         """CORS headers for an allowed cross-origin page (EventSource and fetch need them)."""
-        origins = request.headers.getall("Origin", [])
-        if len(origins) != 1 or not self._origin_allowed(request, origins):
-            return {}
-        return {"Access-Control-Allow-Origin": origins[0], "Vary": "Origin"}
+        return cors_headers(self.app, request)
 
 
 class _Watch(asyncio.Protocol):

@@ -28,13 +28,18 @@ export interface ConnectOptions {
   token?: string | (() => string | Promise<string>);
   /**
    * The Server-Sent Events fallback, used when a WebSocket cannot be opened: the stream URL
-   * (default: next to `url`, `http://host:port/sse`, which the server redirects to its API
-   * port), or false to never fall back.
+   * (default: `/sse` beside `apiUrl` when given, else next to `url`, `http://host:port/sse`,
+   * which the server redirects to its API port; a page of another origin needs the former,
+   * browsers send `Origin: null` after a cross-origin redirect), or false to never fall back.
    */
   sse?: string | false;
   /** Failed WebSocket attempts (never opened) before falling back to SSE (default 2). */
   fallbackAfter?: number;
-  /** The HTTP publish API (`http://host:8766/api/publish`) for publishes over SSE; without it they fail with "unavailable". */
+  /**
+   * The HTTP publish API (`http://host:8766/api/publish`, or a path such as "/api/publish"
+   * resolved against the page) for publishes over SSE; without it they fail with "unavailable".
+   * From another origin the page's origin must be in the server's `[server] allowed_origins`.
+   */
   apiUrl?: string;
   /** An `[api] keys` key, sent as `Authorization: apikey KEY` with those publishes. */
   apiKey?: string;
@@ -214,6 +219,8 @@ export declare const DEFAULTS: Readonly<
 >;
 /** The SSE stream URL next to a WebSocket URL: ws://host:port/ws → http://host:port/sse. */
 export declare function sseUrlFor(wsUrl: string): string;
+/** The SSE stream URL beside the HTTP API's: http://host:8766/api/publish → http://host:8766/sse. */
+export declare function sseUrlBeside(apiUrl: string): string;
 /** A WebSocket look-alike over Server-Sent Events (what the client falls back to). */
 export declare class SseSocket {
   constructor(

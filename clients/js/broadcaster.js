@@ -203,12 +203,27 @@ export function sseUrlFor(wsUrl) {
 }
 
 /**
+ * The stream URL beside the HTTP API's: `http://host:8766/api/publish` → `http://host:8766/sse`.
+ *
+ * The API port serves the streams itself. Going there directly matters for a page of another
+ * origin: after the WebSocket port's cross-origin redirect a browser sends `Origin: null`,
+ * which no origin allowlist can admit.
+ */
+export function sseUrlBeside(apiUrl) {
+  const url = new URL(apiUrl);
+  url.pathname = url.pathname.replace(/\/api\/publish$/, "") + "/sse";
+  url.search = "";
+  return url.href;
+}
+
+/**
  * A WebSocket look-alike over Server-Sent Events, for `Client` when WebSockets cannot go.
  *
  * It answers the ops the client sends as the server would: `subscribe` opens one
  * EventSource per channel (`last_event_id=EPOCH:SEQ` when resuming), `unsubscribe`
  * closes it, `ping` and `auth` are answered at once (the token goes into the stream
- * URLs), `publish` is a POST to `apiUrl` (refused with `unavailable` without one).
+ * URLs), `publish` is a POST to `apiUrl` (refused with `unavailable` without one; from
+ * another origin the API answers the browser's preflight for its allowed origins only).
  * The EventSource's own reconnect is not used: a failed stream, or the server's `close`
  * event, closes this socket with that code, and the client reconnects and resubscribes
  * with its own backoff and `since`, exactly as over WebSocket.
@@ -219,7 +234,8 @@ export class SseSocket {
     this.readyState = 0;
     this.onopen = this.onmessage = this.onclose = this.onerror = null;
     this._EventSource = options.EventSource ?? globalThis.EventSource;
-    this._fetch = options.fetch ?? globalThis.fetch;
+    // Bound: a browser's fetch called as another object's method throws "Illegal invocation".
+    this._fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
     this._apiUrl = options.apiUrl ?? null;
     this._apiKey = options.apiKey ?? null;
     this._token = null;
@@ -334,14 +350,21 @@ export class Client {
     this.url = url;
     this.options = { ...DEFAULTS, ...options };
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    // The SSE fallback: the stream URL (`options.sse`, default next to `url`), or off.
+    // Where publishes go while on SSE: the HTTP API, resolved against the page (it may say
+    // "/api/publish" behind a proxy). Another origin's API must list the page's origin in
+    // `[server] allowed_origins`: it then approves the browser's CORS preflight.
+    this._apiUrl = options.apiUrl == null ? null : new URL(options.apiUrl, globalThis.location?.href).href;
+    // The SSE fallback: the stream URL (`options.sse`; else `/sse` beside `apiUrl`, the port
+    // that serves streams; else next to `url`, which redirects there), or off.
     const EventSourceImpl = options.EventSource ?? globalThis.EventSource;
     this._sseUrl =
       options.sse === false || typeof EventSourceImpl !== "function"
         ? null
         : typeof options.sse === "string"
           ? new URL(options.sse, globalThis.location?.href).href
-          : sseUrlFor(url);
+          : this._apiUrl !== null
+            ? sseUrlBeside(this._apiUrl)
+            : sseUrlFor(url);
     this._useSse = false;
     this._wsFailures = 0;
     if (typeof this._WebSocket !== "function") {
@@ -517,7 +540,7 @@ export class Client {
 
   _openSse() {
     const o = this.options;
-    return new SseSocket(this._sseUrl, { EventSource: o.EventSource, fetch: o.fetch, apiUrl: o.apiUrl, apiKey: o.apiKey });
+    return new SseSocket(this._sseUrl, { EventSource: o.EventSource, fetch: o.fetch, apiUrl: this._apiUrl, apiKey: o.apiKey });
   }
 
   /** WebSocket cannot be opened here: subscriptions go over SSE from now on. */

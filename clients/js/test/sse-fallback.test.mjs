@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Client, sseUrlFor } from "../broadcaster.js";
+import { Client, sseUrlBeside, sseUrlFor } from "../broadcaster.js";
 
 /** An EventSource the test drives: it records every instance and its URL. */
 function fakeEventSource() {
@@ -46,6 +46,22 @@ async function until(predicate, what) {
 test("the stream URL sits next to the WebSocket URL", () => {
   assert.equal(sseUrlFor("ws://127.0.0.1:8765/ws"), "http://127.0.0.1:8765/sse");
   assert.equal(sseUrlFor("wss://example.com/ws"), "https://example.com/sse");
+});
+
+test("with an apiUrl the streams come straight from the API port (no cross-origin redirect)", async () => {
+  assert.equal(sseUrlBeside("http://127.0.0.1:8766/api/publish"), "http://127.0.0.1:8766/sse");
+  assert.equal(sseUrlBeside("https://example.com/rt/api/publish"), "https://example.com/rt/sse");
+  const { FakeEventSource, opened } = fakeEventSource();
+  const client = new Client("ws://127.0.0.1:8765/ws", {
+    WebSocket: BlockedWebSocket,
+    EventSource: FakeEventSource,
+    apiUrl: "http://127.0.0.1:8766/api/publish",
+    pingInterval: 0,
+  });
+  client.subscribe("news", () => {});
+  await until(() => opened.length === 1, "the stream");
+  assert.equal(opened[0].url, "http://127.0.0.1:8766/sse?channel=news");
+  await client.close();
 });
 
 test("when WebSocket is refused the client subscribes over SSE and resumes from EPOCH:SEQ", async () => {
@@ -114,4 +130,30 @@ test("publishes over SSE go to the HTTP API, or fail with unavailable without on
   const without = new Client("ws://127.0.0.1:1/ws", { WebSocket: BlockedWebSocket, EventSource: FakeEventSource, pingInterval: 0 });
   await assert.rejects(without.publish("news", 1), (err) => err.code === "unavailable");
   await without.close();
+});
+
+test("a relative apiUrl is resolved against the page, like the stream URL", async () => {
+  const { FakeEventSource } = fakeEventSource();
+  const posted = [];
+  const fetch = async (url) => {
+    posted.push(url);
+    return { ok: true, status: 200, json: async () => ({ seq: 1 }) };
+  };
+  const had = Object.getOwnPropertyDescriptor(globalThis, "location");
+  Object.defineProperty(globalThis, "location", { value: { href: "https://app.example/desk/" }, configurable: true });
+  try {
+    const client = new Client("wss://app.example/ws", {
+      WebSocket: BlockedWebSocket,
+      EventSource: FakeEventSource,
+      apiUrl: "/api/publish",
+      fetch,
+      pingInterval: 0,
+    });
+    assert.equal(await client.publish("news", 1), 1);
+    assert.deepEqual(posted, ["https://app.example/api/publish"]);
+    await client.close();
+  } finally {
+    if (had) Object.defineProperty(globalThis, "location", had);
+    else delete globalThis.location;
+  }
 });
