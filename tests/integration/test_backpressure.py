@@ -125,10 +125,10 @@ async def test_drop_oldest_stalled_client_gets_newest_messages_and_exact_drop_co
     assert received + dropped == total
     seqs = [m["seq"] for m in stalled.messages("oldest")]
     assert seqs[-1] == total, "the newest message survives"
-    newest_run = 1
-    while newest_run < len(seqs) and seqs[-newest_run - 1] == total - newest_run:
-        newest_run += 1
-    assert 1 <= newest_run <= 8, "after the last gap: the newest messages, at most a queue"
+    # How long the run after the last gap is depends on how much the stalled
+    # socket's kernel buffers took after the last drop (more under load, and
+    # with compressed frames), so it has no fixed bound here: that the newest
+    # message arrived and every missing seq is counted in `dropped` is the rule.
 
 
 async def test_drop_newest_stalled_client_keeps_the_head_and_later_messages_resume(

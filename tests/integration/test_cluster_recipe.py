@@ -7,6 +7,7 @@ itself (not its parts) and talk to it the way a user would: through nginx.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ import redis
 from tests.support.clients import open_client
 from tests.support.http import http_get
 from tests.support.redis_server import RedisServer
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_SH = ROOT / "configs" / "cluster" / "run.sh"
@@ -39,18 +40,24 @@ pytestmark = [
 
 
 def consecutive_free_ports(count: int) -> int:
-    """The first of `count` consecutive loopback ports that are free right now."""
-    for _ in range(100):
-        first = free_port()
-        if first + count > 65536:
-            continue
-        if all(_is_free(first + i) for i in range(1, count)):
+    """The first of `count` consecutive loopback ports that are free right now.
+
+    Candidates come from below the kernel's ephemeral range (32768 and up on
+    Linux), where the suite's thousands of client connections leave their
+    TIME_WAIT ports; the check binds as the servers do, with SO_REUSEADDR, so a
+    port held only by TIME_WAIT counts as free.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20000, 32000 - count)
+        if all(_is_free(first + i) for i in range(count)):
             return first
-    raise RuntimeError(f"no {count} consecutive free ports in 100 tries")
+    raise RuntimeError(f"no {count} consecutive free ports in 200 tries")
 
 
 def _is_free(port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
