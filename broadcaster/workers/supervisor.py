@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -248,29 +249,33 @@ class Supervisor:
         for worker in self.workers:
             self._spawn(worker)
         readies = [w.ready for w in self.workers if w.ready is not None]
-        stopping = asyncio.create_task(stop.wait())
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        # Done when every worker is up, or as soon as one failed.
+        all_up: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.wait(readies, return_when=asyncio.FIRST_EXCEPTION)
+        )
         try:
             done, _ = await asyncio.wait(
-                {stopping, asyncio.ensure_future(asyncio.gather(*readies))},
-                timeout=START_TIMEOUT,
-                return_when=asyncio.FIRST_COMPLETED,
+                {stopping, all_up}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             stopping.cancel()
+            all_up.cancel()
         if stopping in done:
             return None
+        for worker in self.workers:
+            assert worker.ready is not None
+            if worker.ready.done() and worker.ready.exception() is not None:
+                code = await self._exit_code(worker)
+                raise StartFailed(
+                    f"worker {worker.index} could not start (exit {_describe_exit(code)}); "
+                    "the server stops"
+                )
         lines: list[str] = []
         for worker in self.workers:
             assert worker.ready is not None
             if not worker.ready.done():
                 raise StartFailed(f"worker {worker.index} did not start in {START_TIMEOUT:.0f} s")
-            exc = worker.ready.exception()
-            if exc is not None:
-                code = await self._exit_code(worker)
-                raise StartFailed(
-                    f"worker {worker.index} could not start (exit status {code}): "
-                    "see its message above"
-                )
             lines.append(str(worker.ready.result().get("startup", "")))
         return lines
 

@@ -322,8 +322,8 @@ async def test_a_killed_worker_is_restarted_and_its_clients_recover(
         for _ in lost:
             fresh = await open_client(server.url)
             clients.append(fresh)
-            reply = await fresh.subscribe("prices", since=3, epoch=epoch)
-            assert reply["recovered"] is True, reply
+            subscribed = await fresh.subscribe("prices", since=3, epoch=epoch)
+            assert subscribed["recovered"] is True, subscribed
             assert [s for s, _ in await read_seqs(fresh, "prices", 3)] == [4, 5, 6]
     finally:
         for client in clients:

@@ -78,7 +78,7 @@ def test_bad_workers_variable_names_the_variable(tmp_path: Path) -> None:
 def test_bad_workers_flag_names_the_flag(tmp_path: Path) -> None:
     """`--workers 0` is refused naming --workers."""
     with pytest.raises(ConfigError) as info:
-        load(tmp_path, "", **{"server.workers": 0})
+        load_config(None, environ={}, flags={"server.workers": 0})
     assert info.value.source == "--workers"
 
 
