@@ -11,6 +11,7 @@ everything the library raises with a single clause::
     │   ├── UnknownChannel       strict_channels is on and no [channels] entry matches
     │   ├── InvalidPublish       the data is not JSON-serializable or the channel name is bad
     │   ├── BrokerUnavailable    the broker cannot take the publish now
+    │   │   └── BusUnavailable   a worker's local bus (`serve --workers`) is not there
     │   ├── ChannelBlocked       a `block` channel had no room within the publish's timeout
     │   └── RateLimited          the publisher is over its rate limit
     │       └── ChannelRateLimited   a client creates channels faster than [limits] allows
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "BroadcasterError",
     "BrokerUnavailable",
+    "BusUnavailable",
     "ChannelBlocked",
     "ChannelRateLimited",
     "ConfigError",
@@ -93,6 +95,10 @@ class BrokerUnavailable(PublishError):
     """The broker cannot take the publish now; retry after `retry_after` seconds."""
 
     code = "unavailable"
+
+
+class BusUnavailable(BrokerUnavailable):
+    """A worker of `serve --workers` cannot reach the local bus (the supervisor is gone)."""
 
 
 class ChannelBlocked(PublishError):

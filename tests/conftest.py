@@ -13,6 +13,7 @@ from broadcaster.server.app import Broadcaster
 from tests.support.raw_client import RawClient
 from tests.support.redis_server import RedisServer, redis_toml
 from tests.support.servers import TEST_SERVER_TOML, ServerProcess, start_server
+from tests.support.workers import Workers
 
 StartServer = Callable[..., Awaitable[Broadcaster]]
 
@@ -115,9 +116,10 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 StartNodes = Callable[..., Awaitable[list[Broadcaster]]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "workers"])
 def broker_kind(request: pytest.FixtureRequest) -> str:
-    """Both brokers, for tests whose behaviour must not depend on the broker."""
+    """Both brokers, and in-process workers of `serve --workers` sharing a local bus
+    (tests/support/workers.py), for tests whose behaviour must not depend on them."""
     kind: str = request.param
     return kind
 
@@ -134,17 +136,26 @@ def cluster_redis(broker_kind: str, tmp_path: Path) -> Iterator[RedisServer | No
 
 
 @pytest.fixture
-def nodes(cluster_redis: RedisServer | None, serve: StartServer) -> StartNodes:
+async def nodes(
+    cluster_redis: RedisServer | None, serve: StartServer, broker_kind: str, wire: str
+) -> AsyncIterator[StartNodes]:
     """Start `count` nodes of one cluster, for tests that hold for both brokers.
 
     Redis: `count` in-process servers sharing a real redis-server. Memory: one
     server standing for every node (there is only one process to talk to).
+    Workers: `count` workers of one server, each on its own port, and their bus.
     """
+    workers = Workers()
 
     async def start(extra_toml: str = "", count: int = 2) -> list[Broadcaster]:
+        if broker_kind == "workers":
+            if wire == "deflate":
+                extra_toml += COMPRESS_EVERYTHING
+            return await workers.start(count, extra_toml)
         if cluster_redis is None:
             return [await serve(extra_toml)] * count
         broker_toml = redis_toml(cluster_redis.url)
         return [await serve(extra_toml + "\n" + broker_toml) for _ in range(count)]
 
-    return start
+    yield start
+    await workers.stop()

@@ -101,6 +101,26 @@ class MessageFactory:
             deflate=self._deflate(channel, payload),
         )
 
+    def from_data(self, channel: Channel, seq: int, data: bytes, created: float) -> Message:
+        """A message whose data is already JSON (`data`, as its publisher encoded it).
+
+        Why: a worker of `serve --workers` gets each message's data from the
+        bus as bytes; splicing them in (`orjson.Fragment`) builds the same
+        payload as `build` without decoding and re-encoding the data. The
+        data is parsed only for a channel that conflates (its key), and
+        `created` is the publisher's time, so latency counts the bus hop.
+        """
+        payload = events.message(channel.name, seq, orjson.Fragment(data))
+        return Message(
+            channel=channel.name,
+            seq=seq,
+            payload=payload,
+            frame=self._framer(payload),
+            created=created,
+            key=channel.conflation_key(orjson.loads(data)) if channel.conflates else None,
+            deflate=self._deflate(channel, payload),
+        )
+
     def snapshot(self, message: Message) -> Message:
         """`message` flagged `"snapshot": true` for a new subscriber; built once, then shared."""
         variant = message.as_snapshot

@@ -92,7 +92,10 @@ class Channel:
     `full_count` counts subscriptions of a `block` channel whose queue is full;
     the channel has room for a publish only when it is zero. `on_room` is
     called when it returns to zero, so the adapter can wake a waiting
-    publisher. `pins` counts operations that hold the channel across an await
+    publisher. Under `serve --workers`, `remote_full` of that count are other
+    workers with a full subscriber (`remote_fullness`), and `on_local_full`
+    hears when this process's own count leaves zero and returns to it, so the
+    bus can tell the other workers. `pins` counts operations that hold the channel across an await
     before attaching to it (a subscribe waiting on the broker): the hub does
     not free a pinned channel, or that subscriber would attach to an orphan.
     """
@@ -106,9 +109,11 @@ class Channel:
         "last_seq",
         "latest",
         "name",
+        "on_local_full",
         "on_room",
         "pins",
         "policy",
+        "remote_full",
         "subscriptions",
     )
 
@@ -135,6 +140,9 @@ class Channel:
         self.full_count = 0
         self.pins = 0
         self.on_room: Callable[[Channel], None] | None = None
+        self.remote_full = 0
+        """Other workers with a full subscriber of this channel (counted in `full_count`)."""
+        self.on_local_full: Callable[[Channel, bool], None] | None = None
         self.latest: dict[Hashable, Message] | None = {} if policy.snapshot else None
         """Snapshot channels: the newest message of every key (last-value cache)."""
         self._key_path: tuple[str, ...] = (
@@ -151,8 +159,32 @@ class Channel:
         """Whether a publish can proceed now (always, unless a `block` queue is full)."""
         return self.full_count == 0
 
+    @property
+    def conflates(self) -> bool:
+        """Whether messages carry a conflation key (a `conflate` channel with `conflate_key`)."""
+        return bool(self._key_path)
+
+    def became_full(self) -> None:
+        """A subscription's queue filled up (a `block` channel)."""
+        self.full_count += 1
+        if self.on_local_full is not None and self.full_count - self.remote_full == 1:
+            self.on_local_full(self, True)
+
     def room_freed(self) -> None:
         """A full subscription got room back (drained, or left the channel)."""
+        self.full_count -= 1
+        if self.on_local_full is not None and self.full_count == self.remote_full:
+            self.on_local_full(self, False)
+        if self.full_count == 0 and self.on_room is not None:
+            self.on_room(self)
+
+    def remote_fullness(self, full: bool) -> None:
+        """Another worker's subscribers of this channel got full, or all have room again."""
+        if full:
+            self.remote_full += 1
+            self.full_count += 1
+            return
+        self.remote_full -= 1
         self.full_count -= 1
         if self.full_count == 0 and self.on_room is not None:
             self.on_room(self)

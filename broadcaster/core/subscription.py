@@ -183,7 +183,7 @@ class Subscription:
         if self.blocking and not self.full and len(items) + self.in_transport >= self.queue_size:
             self.full = True
             self.needs_settle = True
-            self.channel.full_count += 1
+            self.channel.became_full()
         return not self.interval or message.created >= self.next_due
 
     def preload(self, messages: list[Message], now: float) -> None:
@@ -201,7 +201,7 @@ class Subscription:
         if self.blocking and not self.full and self.depth >= self.queue_size:
             self.full = True
             self.needs_settle = True
-            self.channel.full_count += 1
+            self.channel.became_full()
         depth = self.depth
         if depth >= self.rise_at:
             self._rose(depth, now)

@@ -24,6 +24,19 @@ connection is gone, so the counts include handshakes in progress.
 Pure: time is an argument; the server calls `admit` from `process_request`
 and `release` from the connection's `connection_lost`.
 
+Under `broadcaster serve --workers N` each worker process admits its own
+handshakes, so the counts must include the other workers': `share` gives
+`Admission` a `RemoteHoldings` (what the other workers hold, per address key
+and in total, kept current by the local bus) and a callback for its own
+deltas (which the bus relays to the others). `connections_per_ip` and
+`max_connections` then compare the sum with the cap, and a connection
+admitted elsewhere also takes a token from this worker's bucket of its
+address, so `connection_rate` holds across workers too. The counts are as
+fresh as the bus's relay: handshakes that arrive on K different workers
+within one relay's time (well under a millisecond) each see the others'
+counts without the rest, so a cap can be exceeded by at most K-1 (at most
+N-1 with N workers) -- never more, since every admitted handshake is relayed.
+
 Before all that, `HalfOpen` counts the connections whose HTTP request is not
 complete yet (accepted, request line and headers still arriving), because the
 checks above can only run on a complete request: a client that sends headers
@@ -40,6 +53,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,7 +63,7 @@ if TYPE_CHECKING:
     from broadcaster.config import LimitsConfig
     from broadcaster.security.overload import Overload
 
-__all__ = ["Admission", "HalfOpen", "Refusal", "Ticket", "address_key"]
+__all__ = ["Admission", "HalfOpen", "Refusal", "RemoteHoldings", "Ticket", "address_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +180,40 @@ class HalfOpen(_OpenCounts):
         return self._take(key)
 
 
+class RemoteHoldings:
+    """The connections the other workers hold: in total and per address key.
+
+    Fed by the local bus with each other worker's deltas (and, when a worker
+    joins, with what the others hold); a worker that leaves is subtracted by
+    the bus. Keys are `address_key`s; None counts an exempt connection
+    (in the total only).
+    """
+
+    __slots__ = ("open", "per_address")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.per_address: dict[str, int] = {}
+
+    def apply(self, key: str | None, delta: int) -> None:
+        self.open += delta
+        if key is not None:
+            count = self.per_address.get(key, 0) + delta
+            if count > 0:
+                self.per_address[key] = count
+            else:
+                self.per_address.pop(key, None)
+
+
 class Admission(_OpenCounts):
     """Counts open connections (total and per address) and per-address handshake rates."""
 
     def __init__(self, limits: LimitsConfig, overload: Overload) -> None:
         super().__init__(limits)
         self.overload = overload
+        self.others: RemoteHoldings | None = None
+        """What the other workers hold (`serve --workers`); None in one process."""
+        self._changed: Callable[[str | None, int], None] | None = None
         self.rates = (
             TokenBuckets(
                 limits.connection_rate, max(1.0, limits.connection_burst or limits.connection_rate)
@@ -196,14 +238,18 @@ class Admission(_OpenCounts):
                         f"{limits.connection_rate:g}/s (burst {self.rates.burst:g})",
                     )
             cap = limits.connections_per_ip
-            if cap and self.per_address.get(key, 0) >= cap:
+            held = self.per_address.get(key, 0)
+            if self.others is not None:
+                held += self.others.per_address.get(key, 0)
+            if cap and held >= cap:
                 return Refusal(
                     429,
                     "ip_connections",
                     limits.retry_after,
                     f"too many open connections from your address (at most {cap})",
                 )
-        if limits.max_connections and self.open >= limits.max_connections:
+        total = self.open if self.others is None else self.open + self.others.open
+        if limits.max_connections and total >= limits.max_connections:
             return Refusal(
                 503,
                 "connections",
@@ -218,3 +264,39 @@ class Admission(_OpenCounts):
                 "the server is overloaded; try again later",
             )
         return self._take(key)
+
+    def share(
+        self,
+        others: RemoteHoldings | None,
+        changed: Callable[[str | None, int], None] | None,
+    ) -> None:
+        """Count `others` in the caps, and report every admit (+1) and release (-1) to `changed`.
+
+        `share(None, None)` goes back to counting this process only.
+        """
+        self.others = others
+        self._changed = changed
+
+    def remote(
+        self, others: RemoteHoldings, key: str | None, delta: int, now: float, *, sync: bool
+    ) -> None:
+        """Another worker admitted (`delta` > 0) or released connections from `key`.
+
+        A fresh admission elsewhere also takes a token of `key`'s rate bucket
+        here (`sync`: what a worker held when this one joined, not new).
+        """
+        others.apply(key, delta)
+        if delta > 0 and not sync and key is not None and self.rates is not None:
+            for _ in range(delta):
+                self.rates.take(key, now)
+
+    def _take(self, key: str | None) -> Ticket:
+        ticket = super()._take(key)
+        if self._changed is not None:
+            self._changed(key, 1)
+        return ticket
+
+    def _release(self, key: str | None) -> None:
+        super()._release(key)
+        if self._changed is not None:
+            self._changed(key, -1)

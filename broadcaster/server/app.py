@@ -86,6 +86,8 @@ if TYPE_CHECKING:
     # aiohttp (the HTTP API and its streams, ~13 MB of RSS) is imported only when
     # [api] is enabled.
     from broadcaster.server.api import PublishApi
+    from broadcaster.workers.identity import WorkerIdentity
+    from broadcaster.workers.link import BusLink
 
 __all__ = ["BlockedPublisher", "Broadcaster"]
 
@@ -129,6 +131,12 @@ class Broadcaster:
     one by default, never the global one: two servers in one process keep
     separate metrics); GET /metrics serves it. `fault_hook` is for tests
     only (server/faults.py): it makes a named background loop fail.
+
+    `worker` makes it one worker of `broadcaster serve --workers N`
+    (workers/): it connects to the supervisor's local bus first (`link`),
+    shares channels through it (`BusBroker`, when `[broker] kind` is
+    "memory") and counts per-address limits across the workers. If the bus
+    is lost, the worker stops itself (`bus_lost`). Without it nothing changes.
     """
 
     def __init__(
@@ -137,8 +145,16 @@ class Broadcaster:
         *,
         registry: CollectorRegistry | None = None,
         fault_hook: FaultHook | None = None,
+        worker: WorkerIdentity | None = None,
     ) -> None:
         self.config = config if config is not None else Config()
+        self.worker = worker
+        self.link: BusLink | None = None
+        """The connection to the local bus (only with `worker`), started first, stopped last."""
+        self.bus_lost = False
+        """Set when this worker stopped itself because the local bus went away."""
+        self._lost_watch: asyncio.Task[None] | None = None
+        self._lost_stop: asyncio.Task[None] | None = None
         self.framer: Callable[[bytes], bytes] = frame_text
         self.sessions: dict[int, Subscriber] = {}
         """Every client connection, whatever its transport (WebSocket, SSE, NDJSON stream)."""
@@ -251,6 +267,8 @@ class Broadcaster:
             self.ssl = server_context(cfg.server.tls_cert, cfg.server.tls_key, source=cfg.source)
         self.started_at = self.wall_clock()
         self.started_mono = self._loop.time()
+        if self.worker is not None:
+            await self._start_link(teardown)
         self.loops = Loops(self._fault_hook)
         self.scheduler = FlushScheduler(self._loop, self.loops.guard("flush"))
         self.rooms = RoomWaiters(self._loop)
@@ -320,6 +338,49 @@ class Broadcaster:
         for warning in exposure_warnings(cfg):
             logger.warning("exposed on %s: %s", cfg.server.host, warning)
 
+    async def _start_link(self, teardown: contextlib.AsyncExitStack) -> None:
+        """Join the local bus (first, so it is stopped last) and share admission counts."""
+        from broadcaster.security.admission import RemoteHoldings
+        from broadcaster.workers.link import BusLink
+
+        assert self.worker is not None
+        link = BusLink(self.worker, self._loop.time)
+        holdings = RemoteHoldings()
+        admission = self.admission
+
+        def remote_admitted(header: dict[str, Any], payload: bytes) -> None:
+            admission.remote(
+                holdings,
+                header.get("k"),
+                int(header["d"]),
+                self._loop.time(),
+                sync=bool(header.get("sync")),
+            )
+
+        def admitted(key: str | None, delta: int) -> None:
+            if link.connected:
+                link.send({"t": "a", "k": key, "d": delta})
+
+        link.on("A", remote_admitted)
+        await link.start()
+        teardown.push_async_callback(link.stop)
+        self.link = link
+        admission.share(holdings, admitted)
+        teardown.callback(admission.share, None, None)
+        self._lost_watch = self._loop.create_task(self._watch_link(link), name="bus-link-watch")
+        teardown.callback(self._lost_watch.cancel)
+
+    async def _watch_link(self, link: BusLink) -> None:
+        """The bus is gone (the supervisor died): nothing reaches this worker any more, stop."""
+        await link.lost.wait()
+        logger.error(
+            "worker %s: the local bus is gone (the supervisor stopped?); stopping this worker",
+            link.identity.index,
+        )
+        self.bus_lost = True
+        # Its own task: stop() cancels this watcher.
+        self._lost_stop = self._loop.create_task(self.stop(), name="stop-after-bus-lost")
+
     @staticmethod
     def _cap_send_buffers(server: Server, size: int) -> None:
         """Cap SO_SNDBUF of every client socket, so the kernel cannot absorb megabytes
@@ -346,6 +407,16 @@ class Broadcaster:
 
     def _make_broker(self) -> Broker:
         kind = self.config.broker.kind
+        if kind == "memory" and self.link is not None:
+            from broadcaster.brokers.bus import BusBroker
+
+            return BusBroker(
+                self.link,
+                self.factory,
+                self._loop.time,
+                channels=self.hub.channels.get,
+                idle_ttl=self.config.server.idle_channel_ttl,
+            )
         if kind == "memory":
             return MemoryBroker(self.factory, self._loop.time)
         if kind == "redis":
@@ -365,6 +436,9 @@ class Broadcaster:
 
     def _channel_created(self, channel: Channel) -> None:
         channel.on_room = self._room_returned
+        channel_created = getattr(self.broker, "channel_created", None)
+        if channel_created is not None and not is_system(channel.name):
+            channel_created(channel)  # BusBroker: other workers' full subscribers count here
 
     def _room_returned(self, channel: Channel) -> None:
         """A block channel has room again: wake a local publisher, let the broker read on."""
@@ -493,7 +567,13 @@ class Broadcaster:
         try:
             await self.start()  # a failed start undoes itself and raises
             try:
-                await stop.wait()
+                # Or the server stopped itself (a worker whose local bus is gone).
+                waits = [loop.create_task(stop.wait()), loop.create_task(self._stopped.wait())]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for wait in waits:
+                        wait.cancel()
             finally:
                 logger.info(
                     "shutting down: draining up to %.1f s", self.config.server.shutdown_timeout

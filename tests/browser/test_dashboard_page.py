@@ -15,7 +15,7 @@ from broadcaster.server.session import ClientSession
 from tests.conftest import ConnectRaw, StartServer
 from tests.support.clients import JsonClient, open_client
 from tests.support.raw_client import RawClient
-from tests.support.workers import WorkersProcess, open_spread
+from tests.support.worker_processes import WorkersProcess, open_spread
 
 CONFIG = """
 [channels."slow"]

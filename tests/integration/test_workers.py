@@ -25,7 +25,7 @@ from tests.support.api_client import post_json
 from tests.support.clients import JsonClient, open_client
 from tests.support.http import http_get
 from tests.support.servers import wait_until
-from tests.support.workers import WORKERS_TOML, WorkersProcess, open_spread
+from tests.support.worker_processes import WORKERS_TOML, WorkersProcess, open_spread
 
 StartWorkers = Callable[..., Awaitable[WorkersProcess]]
 

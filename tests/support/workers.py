@@ -1,142 +1,48 @@
-"""`broadcaster serve --workers N` in a subprocess, and clients spread over its workers."""
+"""In-process workers: one `BusServer` and N `Broadcaster(worker=...)` on free loopback ports."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
 
-from tests.support.clients import JsonClient, open_client
-from tests.support.http import http_get_json
-from tests.support.servers import free_port, wait_until
+from broadcaster.config import parse_config
+from broadcaster.server.app import Broadcaster
+from broadcaster.workers.bus import BusServer
+from broadcaster.workers.identity import WorkerIdentity
+from tests.support.servers import TEST_SERVER_TOML, server_config
 
-__all__ = ["WORKERS_TOML", "WorkersProcess", "open_spread"]
-
-WORKERS_TOML = """
-[server]
-host = "127.0.0.1"
-shutdown_timeout = 2.0
-close_timeout = 0.5
-stats_interval = 0.2
-
-[defaults]
-history_size = 1000
-history_ttl = 300.0
-
-[channels."prices"]
-strategy = "drop-oldest"
-queue_size = 1000
-
-[api]
-enabled = true
-host = "127.0.0.1"
-"""
-
-# Clients are opened in batches until every worker holds some (the kernel spreads
-# them by address and port), up to this many per worker.
-MAX_CLIENTS_PER_WORKER = 60
-MIN_PER_WORKER = 2
+__all__ = ["Workers"]
 
 
-class WorkersProcess:
-    """`python -m broadcaster serve --workers N` with its output in a file."""
+class Workers:
+    """A bus and its workers, all on the test's loop; `stop` ends what was started."""
 
-    def __init__(self, tmp_path: Path, workers: int, config: str = WORKERS_TOML) -> None:
-        self.workers = workers
-        self.port = free_port()
-        self.api_port = free_port()
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        self.config_path = tmp_path / "server.toml"
-        self.config_path.write_text(config)
-        self.log_path = tmp_path / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self) -> None:
+        # Short: a Unix socket path must fit in 108 bytes (pytest's tmp_path may not).
+        self.run_dir = Path(tempfile.mkdtemp(prefix="bus-"))
+        self.bus: BusServer | None = None
+        self.servers: list[Broadcaster] = []
 
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+    async def start(
+        self, count: int, extra_toml: str = "", server_toml: str = TEST_SERVER_TOML
+    ) -> list[Broadcaster]:
+        """Start the bus (once) and `count` workers of a server of `count` workers."""
+        if self.bus is None:
+            self.bus = BusServer(self.run_dir / "bus.sock", workers=count)
+            await self.bus.start()
+        config = parse_config(server_config(extra_toml, server_toml), source="<test config>")
+        started = []
+        for index in range(count):
+            server = Broadcaster(config, worker=WorkerIdentity(index, count, self.run_dir))
+            await server.start()
+            self.servers.append(server)
+            started.append(server)
+        return started
 
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}/api/publish"
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def start(self) -> WorkersProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "broadcaster",
-                    "serve",
-                    "--config",
-                    str(self.config_path),
-                    "--port",
-                    str(self.port),
-                    "--api-port",
-                    str(self.api_port),
-                    "--workers",
-                    str(self.workers),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        await wait_until(self._up, timeout=60, what="every worker to listen")
-        return self
-
-    def _up(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
-        return "broadcaster listening on" in self.output()
-
-    async def stats(self, query: str = "") -> dict[str, Any]:
-        status, document = await http_get_json(self.port, f"/stats{query}")
-        assert status == 200, document
-        assert isinstance(document, dict)
-        return document
-
-    async def healthz(self) -> tuple[int, dict[str, Any]]:
-        status, document = await http_get_json(self.port, "/healthz")
-        return status, document
-
-    async def worker_pids(self) -> dict[int, int]:
-        stats = await self.stats("?top=0")
-        return {w["index"]: w["pid"] for w in stats["workers"] if w["up"]}
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    async def wait_exit(self, timeout: float = 30.0) -> int:
-        proc = self.proc
-        assert proc is not None
-        await wait_until(lambda: proc.poll() is not None, timeout=timeout, what="server exit")
-        return proc.returncode
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-async def open_spread(server: WorkersProcess, channel: str) -> list[JsonClient]:
-    """Subscribers of `channel`, opened until every worker holds MIN_PER_WORKER (bounded)."""
-    clients: list[JsonClient] = []
-    for _ in range(MAX_CLIENTS_PER_WORKER * server.workers // 10):
-        for _ in range(10):
-            client = await open_client(server.url)
-            await client.subscribe(channel)
-            clients.append(client)
-        stats = await server.stats("?top=0")
-        held = [w["connections"] for w in stats["workers"]]
-        if all(count >= MIN_PER_WORKER for count in held):
-            return clients
-    raise AssertionError(f"the kernel did not spread {len(clients)} clients: {held}")
+    async def stop(self) -> None:
+        for server in self.servers:
+            await server.stop()
+        if self.bus is not None:
+            await self.bus.stop()
+        shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -1,0 +1,425 @@
+"""`serve --workers N` in one process: a BusServer and N `Broadcaster(worker=...)`.
+
+Every worker listens on its own free loopback port here (the supervisor's
+SO_REUSEPORT binding is not under test); real WebSocket clients talk to
+each worker. What holds in one process must hold across workers: one seq
+order for everyone, recovery, snapshots, strategies per subscriber, `block`
+(a publisher waits for room on every worker), per-address limits, and the
+workers' view of each other (`gather`, `workers_up`, a lost bus).
+(History and `since` across workers also run in test_recovery.py and
+test_channel_budget.py, whose `nodes` fixture includes workers.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from broadcaster.brokers.bus import BusBroker
+from broadcaster.errors import BusUnavailable
+from broadcaster.server.app import Broadcaster
+from broadcaster.workers.identity import WorkerIdentity
+from broadcaster.workers.link import BusLink
+from tests.conftest import ConnectRaw
+from tests.support.api_client import post_json
+from tests.support.clients import JsonClient, open_client
+from tests.support.security import refused_handshake
+from tests.support.servers import TEST_SERVER_TOML, wait_until
+from tests.support.workers import Workers
+
+PAD = "x" * 1000
+
+CHANNELS = """
+[channels."news"]
+history_size = 50
+
+[channels."book"]
+strategy = "conflate"
+conflate_key = "symbol"
+snapshot = true
+queue_size = 8
+
+[channels."oldest"]
+strategy = "drop-oldest"
+queue_size = 8
+
+[channels."blocked"]
+strategy = "block"
+queue_size = 8
+slow_consumer_timeout = 30.0
+
+[channels."cut"]
+strategy = "block"
+queue_size = 8
+slow_consumer_timeout = 0.3
+
+[api]
+enabled = true
+port = 0
+"""
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[Workers]:
+    started = Workers()
+    yield started
+    await started.stop()
+
+
+async def _seqs(client: JsonClient, channel: str, count: int) -> list[int]:
+    return [m["seq"] for m in await client.messages(channel, count)]
+
+
+@pytest.mark.parametrize("count", [2, 3])
+async def test_a_publish_on_any_worker_reaches_every_worker_in_one_order(
+    workers: Workers, count: int
+) -> None:
+    """WebSocket op, HTTP API, Broadcaster.publish: one seq order on every worker, no gap."""
+    servers = await workers.start(count, CHANNELS)
+    subs = [await open_client(server.url) for server in servers]
+    replies = [await sub.subscribe("prices") for sub in subs]
+    assert {r["seq"] for r in replies} == {0}
+    assert len({r["epoch"] for r in replies}) == 1, "one epoch for the whole server"
+    pubs = [await open_client(server.url) for server in servers]
+    sent = []
+    for round_ in range(3):
+        for index, pub in enumerate(pubs):
+            sent.append(await pub.publish("prices", {"ws": index, "round": round_}))
+        sent.append(await servers[round_ % count].publish("prices", {"app": round_}))
+        reply = await post_json(
+            servers[(round_ + 1) % count].api_url, {"channel": "prices", "data": {"http": round_}}
+        )
+        assert reply.status == 200, reply.body
+        sent.append(reply.body["seq"])
+    assert sent == list(range(1, len(sent) + 1)), "gap-free seqs in publish order"
+    seen = [await sub.messages("prices", len(sent)) for sub in subs]
+    for got in seen:
+        assert [m["seq"] for m in got] == sent
+        assert [m["data"] for m in got] == [m["data"] for m in seen[0]]
+
+
+async def test_concurrent_publishers_on_every_worker_share_one_order(workers: Workers) -> None:
+    """Publishes racing on 3 workers: every subscriber sees the same gap-free sequence."""
+    servers = await workers.start(3, CHANNELS)
+    subs = [await open_client(server.url) for server in servers]
+    for sub in subs:
+        await sub.subscribe("race")
+    per_worker = 40
+    seqs = await asyncio.gather(
+        *(
+            server.publish("race", {"w": index, "i": i})
+            for i in range(per_worker)
+            for index, server in enumerate(servers)
+        )
+    )
+    total = per_worker * len(servers)
+    assert sorted(seqs) == list(range(1, total + 1))
+    orders = [
+        [(m["seq"], orjson.dumps(m["data"])) for m in await s.messages("race", total)] for s in subs
+    ]
+    assert orders[0] == orders[1] == orders[2]
+    assert [seq for seq, _ in orders[0]] == list(range(1, total + 1))
+
+
+async def test_since_recovers_across_workers_and_meets_the_live_stream(workers: Workers) -> None:
+    """Missed on worker 0 while away, recovered on worker 2 with the same epoch, then live."""
+    a, b, c = await workers.start(3, CHANNELS)
+    first = await open_client(a.url)
+    epoch = (await first.subscribe("news"))["epoch"]
+    for i in range(4):
+        await b.publish("news", i)
+    assert await _seqs(first, "news", 4) == [1, 2, 3, 4]
+    await first.close()
+    for i in range(4, 10):
+        await a.publish("news", i)
+    again = await open_client(c.url)
+    reply = await again.subscribe("news", since=4, epoch=epoch)
+    assert (reply["recovered"], reply["seq"], reply["epoch"]) == (True, 10, epoch)
+    await b.publish("news", 10)
+    got = await again.messages("news", 7)
+    assert [m["seq"] for m in got] == list(range(5, 12))
+    assert [m["data"] for m in got] == list(range(4, 11))
+    stale = await open_client(b.url)
+    reply = await stale.subscribe("news", since=3, epoch="not-this-one")
+    assert reply["recovered"] is False
+
+
+async def test_snapshot_made_on_one_worker_is_served_on_another(workers: Workers) -> None:
+    """The newest message per key, published before anyone subscribed anywhere."""
+    a, b = await workers.start(2, CHANNELS)
+    for symbol, price in [("A", 1), ("B", 2), ("A", 3), ("C", 4), ("B", 5)]:
+        await a.publish("book", {"symbol": symbol, "price": price})
+    sub = await open_client(b.url)
+    reply = await sub.subscribe("book")
+    assert reply["seq"] == 5
+    got = await sub.messages("book", 3)
+    assert [(m["seq"], m["data"]["symbol"], m.get("snapshot")) for m in got] == [
+        (3, "A", True),
+        (4, "C", True),
+        (5, "B", True),
+    ]
+    await a.publish("book", {"symbol": "C", "price": 6})
+    (live,) = await sub.messages("book", 1)
+    assert (live["seq"], "snapshot" in live) == (6, False)
+    # The worker that has the channel prepared keeps its snapshot current itself.
+    late = await open_client(b.url)
+    await late.subscribe("book")
+    snap = await late.messages("book", 3)
+    assert [(m["seq"], m["data"]["symbol"]) for m in snap] == [(3, "A"), (5, "B"), (6, "C")]
+
+
+async def test_strategies_apply_per_subscriber_whatever_the_worker(
+    workers: Workers, connect_raw: ConnectRaw
+) -> None:
+    """A stalled subscriber on worker 1 loses the oldest; a reader on worker 0 gets all.
+
+    Conflation too: a stalled conflate subscriber gets the newest per key.
+    """
+    a, b = await workers.start(2, CHANNELS)
+    reader = await open_client(a.url)
+    await reader.subscribe("oldest")
+    stalled = await connect_raw(b.port, subscribe="oldest")
+    conflated = await connect_raw(b.port, subscribe="book")
+    total = 200
+    for i in range(total):
+        await a.publish("oldest", {"i": i, "pad": PAD})
+        await a.publish("book", {"symbol": f"S{i % 4}", "i": i, "pad": PAD})
+    assert await _seqs(reader, "oldest", total) == list(range(1, total + 1))
+    events = await stalled.read_until(lambda evs: any(e.get("seq") == total for e in evs))
+    seqs = [m["seq"] for m in stalled.messages("oldest")]
+    assert seqs == sorted(set(seqs)) and len(seqs) < total, "drop-oldest dropped, kept order"
+    assert seqs[-1] == total, "the newest survived"
+    assert any(e.get("event") == "flow.pause" for e in events)
+    newest = {f"S{k}": total - 4 + k for k in range(4)}
+
+    def last_per_key(events: list[dict[str, Any]]) -> dict[str, int]:
+        return {
+            e["data"]["symbol"]: e["data"]["i"]
+            for e in events
+            if e.get("event") == "message" and e["channel"] == "book"
+        }
+
+    await conflated.read_until(lambda evs: last_per_key(evs) == newest)
+    book = conflated.messages("book")
+    assert len(book) < total, "conflated under pressure"
+    seqs = [m["seq"] for m in book]
+    assert len(seqs) == len(set(seqs)), "no message twice"
+
+
+def _remote_full(server: Broadcaster, channel: str) -> frozenset[int]:
+    broker = server.broker
+    assert isinstance(broker, BusBroker)
+    return broker.remote_full(channel)
+
+
+async def _flood(server: Broadcaster, channel: str, total: int) -> JsonClient:
+    """A WebSocket publisher on `server` sending `total` publishes without waiting."""
+    publisher = await open_client(server.url)
+    for i in range(total):
+        await publisher.send(
+            {"op": "publish", "channel": channel, "data": {"i": i, "pad": PAD}, "id": i}
+        )
+    return publisher
+
+
+def _acks(publisher: JsonClient) -> list[int]:
+    return [e["seq"] for e in publisher.seen if e.get("event") == "published"]
+
+
+def _got(total: int) -> Any:
+    return lambda evs: any(e.get("seq") == total for e in evs)
+
+
+async def test_block_waits_for_a_full_subscriber_on_another_worker(
+    workers: Workers, connect_raw: ConnectRaw
+) -> None:
+    """A publisher on worker 0 waits while worker 1's subscriber is full; resumes as it reads."""
+    a, b = await workers.start(2, CHANNELS)
+    stalled = await connect_raw(b.port, subscribe="blocked")
+    total = 100
+    publisher = await _flood(a, "blocked", total)
+    pause = await publisher.recv_event("flow.pause", channel="blocked")
+    assert pause["reason"] == "channel blocked", "worker 0 waits for worker 1's subscriber"
+    assert b.worker is not None and _remote_full(a, "blocked") == {b.worker.index}
+    await stalled.read_until(_got(total), timeout=20)
+    seqs = [m["seq"] for m in stalled.messages("blocked")]
+    assert seqs == list(range(1, total + 1)), "block never drops and never reorders"
+    await publisher.recv_event("published", id=total - 1, timeout=10)
+    assert _acks(publisher) == list(range(1, total + 1))
+    names = [e.get("event") for e in publisher.seen]
+    assert names.index("flow.pause") < names.index("flow.resume")
+
+
+async def test_block_resumes_when_the_full_subscriber_elsewhere_is_cut(
+    workers: Workers, connect_raw: ConnectRaw
+) -> None:
+    """The stalled subscriber on worker 1 is cut with 4008; the waiting publisher goes on."""
+    a, b = await workers.start(2, CHANNELS)
+    stalled = await connect_raw(b.port, subscribe="cut")
+    total = 100
+    publisher = await _flood(a, "cut", total)
+    await publisher.recv_event("flow.pause", channel="cut")
+    await publisher.recv_event("published", id=total - 1, timeout=10)
+    assert _acks(publisher) == list(range(1, total + 1))
+    await stalled.read_to_end()
+    assert stalled.close_code == 4008
+    assert not _remote_full(a, "cut")
+
+
+async def test_block_room_returns_when_the_last_full_worker_has_room(
+    workers: Workers, connect_raw: ConnectRaw
+) -> None:
+    """Full on both workers: the publisher on worker 0 still waits when its own subscriber
+    has read everything, and goes on once worker 1's reads too."""
+    a, b = await workers.start(2, CHANNELS)
+    stalled_b = await connect_raw(b.port, subscribe="blocked")
+    stalled_a = await connect_raw(a.port, subscribe="blocked")
+    total = 100
+    publisher = await _flood(a, "blocked", total)
+    await publisher.recv_event("flow.pause", channel="blocked")
+    channel = a.hub.channels["blocked"]
+    reading = asyncio.create_task(stalled_a.read_until(_got(total), timeout=20))
+    await wait_until(
+        lambda: channel.full_count == channel.remote_full == 1 and a.rooms.waiting(channel) == 1,
+        what="worker 0 has room, worker 1 is full, the publisher waits",
+    )
+    await stalled_b.read_until(_got(total), timeout=20)
+    await reading
+    for stalled in (stalled_a, stalled_b):
+        assert [m["seq"] for m in stalled.messages("blocked")] == list(range(1, total + 1))
+    await publisher.recv_event("published", id=total - 1, timeout=10)
+
+
+LIMITED = """
+[limits]
+exempt_networks = []
+connections_per_ip = 2
+"""
+
+
+async def test_connections_per_ip_count_across_workers(workers: Workers) -> None:
+    """Two open on workers 0 and 1: the third, on worker 2, is refused (429)."""
+    a, b, c = await workers.start(3, LIMITED)
+    first = await open_client(a.url)
+    await open_client(b.url)
+    await wait_until(lambda: c.admission.others is not None and c.admission.others.open == 2)
+    refused = await refused_handshake(c.url)
+    assert refused.status == 429
+    await first.close()
+    await wait_until(lambda: c.admission.others is not None and c.admission.others.open == 1)
+    await open_client(c.url)
+
+
+async def test_max_connections_count_across_workers(workers: Workers) -> None:
+    a, b = await workers.start(2, "[limits]\nmax_connections = 2\n")
+    await open_client(a.url)
+    await open_client(a.url)
+    await wait_until(lambda: b.admission.others is not None and b.admission.others.open == 2)
+    assert (await refused_handshake(b.url)).status == 503
+
+
+async def test_a_joining_worker_learns_what_the_others_hold(workers: Workers) -> None:
+    (a,) = await workers.start(1, LIMITED)
+    await open_client(a.url)
+    await open_client(a.url)
+    assert workers.bus is not None
+    # A second worker of the same bus (as a restarted worker would be).
+    workers.bus.workers = 2
+    config = a.config
+    late = Broadcaster(config, worker=WorkerIdentity(1, 2, workers.run_dir))
+    await late.start()
+    workers.servers.append(late)
+    assert late.admission.others is not None
+    await wait_until(lambda: late.admission.others is not None and late.admission.others.open == 2)
+    assert (await refused_handshake(late.url)).status == 429
+
+
+async def test_gather_asks_every_worker_and_says_none_for_one_that_is_down(
+    workers: Workers,
+) -> None:
+    servers = await workers.start(3)
+    for index, server in enumerate(servers):
+        assert server.link is not None
+
+        async def answer(what: str, index: int = index) -> bytes:
+            return f"{what} from {index}".encode()
+
+        server.link.on_gather(answer)
+    link = servers[1].link
+    assert link is not None
+    assert link.workers_up() == {0, 1, 2}
+    assert await link.gather("stats") == {
+        0: b"stats from 0",
+        1: b"stats from 1",
+        2: b"stats from 2",
+    }
+    await servers[2].stop()
+    await wait_until(lambda: link.workers_up() == {0, 1})
+    assert await link.gather("stats") == {0: b"stats from 0", 1: b"stats from 1", 2: None}
+
+
+async def test_gather_gives_none_for_a_worker_that_does_not_answer_in_time(
+    workers: Workers,
+) -> None:
+    a, b = await workers.start(2)
+    assert a.link is not None and b.link is not None
+    never = asyncio.Event()
+
+    async def slow(what: str) -> bytes:
+        await never.wait()
+        return b""
+
+    async def quick(what: str) -> bytes:
+        return b"ok"
+
+    a.link.on_gather(quick)
+    b.link.on_gather(slow)
+    assert await a.link.gather("stats", timeout=0.2) == {0: b"ok", 1: None}
+
+
+async def test_a_worker_whose_bus_is_gone_stops_itself(workers: Workers) -> None:
+    a, b = await workers.start(2)
+    client = await open_client(b.url)
+    assert workers.bus is not None
+    await workers.bus.stop()
+    await wait_until(lambda: a.phase.value == "stopped" and b.phase.value == "stopped")
+    assert a.bus_lost and b.bus_lost
+    with pytest.raises(Exception):  # noqa: B017 - closed by the stopping worker
+        await client.recv(timeout=5)
+
+
+async def test_a_worker_without_a_bus_does_not_start(workers: Workers) -> None:
+    link = BusLink(WorkerIdentity(0, 1, workers.run_dir), asyncio.get_running_loop().time)
+    with pytest.raises(BusUnavailable):
+        await link.start()
+
+
+async def test_a_name_used_again_after_being_freed_everywhere_starts_a_new_epoch(
+    workers: Workers,
+) -> None:
+    """As in one process: freed after idle_channel_ttl unused, a new epoch at seq 0."""
+    a, b = await workers.start(
+        2,
+        '[channels."brief"]\nhistory_size = 5\nhistory_ttl = 0.1\n',
+        server_toml=TEST_SERVER_TOML + "idle_channel_ttl = 0.2\n",
+    )
+    sub = await open_client(b.url)
+    first = await sub.subscribe("brief")
+    await a.publish("brief", 1)
+    await sub.messages("brief", 1)
+    await sub.send({"op": "unsubscribe", "channel": "brief", "id": "u"})
+    await sub.recv_event("unsubscribed")
+    bus = workers.bus
+    assert bus is not None
+    await wait_until(lambda: "brief" not in bus.state.channels, what="the bus freed it")
+    again = await sub.subscribe("brief")
+    assert again["epoch"] != first["epoch"]
+    assert again["seq"] == 0
+    # A channel that keeps nothing goes on from its seq when used again (resting).
+    await a.publish("plain", 1)
+    await a.publish("plain", 2)
+    assert (await sub.subscribe("plain"))["seq"] == 2
