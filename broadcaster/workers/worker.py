@@ -64,7 +64,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _serve(config: Config, identity: WorkerIdentity, ready_fd: int) -> None:
+async def _serve(config: Config, identity: WorkerIdentity, ready_fd: int, restarts: int) -> None:
     from broadcaster.server.app import Broadcaster
 
     loop = asyncio.get_running_loop()
@@ -73,6 +73,8 @@ async def _serve(config: Config, identity: WorkerIdentity, ready_fd: int) -> Non
         loop.add_signal_handler(sig, stop.set)
     server = Broadcaster(config, worker=identity)
     await server.start()  # a failed start undoes itself and raises
+    if server.http.view is not None:
+        server.http.view.restarts = restarts
     try:
         line = server.http.startup_line()
         os.write(ready_fd, orjson.dumps({"pid": os.getpid(), "startup": line}) + b"\n")
@@ -84,11 +86,7 @@ async def _serve(config: Config, identity: WorkerIdentity, ready_fd: int) -> Non
         await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         lost.cancel()
-        if link.lost.is_set() and not stop.is_set():
-            logger.warning(
-                "worker %d: the bus is gone (supervisor stopped?): stopping", identity.index
-            )
-        else:
+        if not link.lost.is_set():  # (a lost bus is logged by the Broadcaster, which stops)
             logger.info(
                 "worker %d shutting down: draining up to %.1f s",
                 identity.index,
@@ -119,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     identity = WorkerIdentity(args.index, args.count, args.run_dir)
     tune_gc_for_serving()
     try:
-        run(_serve(worker_config(config, args.index), identity, args.ready_fd))
+        run(_serve(worker_config(config, args.index), identity, args.ready_fd, args.restarts))
     except (OSError, BroadcasterError) as exc:
         print(f"broadcaster worker {args.index}: cannot start: {exc}", file=sys.stderr)
         return 1

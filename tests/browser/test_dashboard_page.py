@@ -192,7 +192,7 @@ HEADER_OVERFLOWS = """() => {
   const out = [];
   for (const table of document.querySelectorAll("main table")) {
     const box = table.parentElement.getBoundingClientRect();
-    for (const th of table.querySelectorAll("thead th")) {
+    for (const th of table.querySelectorAll("thead th:not([hidden])")) {
       const r = th.getBoundingClientRect();
       if (r.left < Math.max(0, box.left) - 0.5 || r.right > Math.min(innerWidth, box.right) + 0.5)
         out.push(`${table.id}: "${th.textContent.trim()}" spans ${r.left}-${r.right}, ` +
@@ -260,6 +260,7 @@ async def test_dashboard_shows_the_worker_of_each_connection(page: Page, tmp_pat
         )
         assert set(cells) == {"0", "1"}
         assert "2 workers" in await page.inner_text("#server-line")
+        assert await page.evaluate(HEADER_OVERFLOWS) == [], "the extra column fits at 1280 px"
     finally:
         for client in clients:
             await client.close()
