@@ -96,8 +96,17 @@ async def test_every_subscriber_on_every_worker_gets_every_message_in_order(
         assert prices["last_seq"] == 20
         assert prices["delivered"] >= 20 * len(clients)
         totals = stats["totals"]
+        assert totals["published"] == 20, "each message counted once, not once per worker"
         assert totals["delivered"] == sum(w["delivered"] for w in stats["workers"])
         assert totals["delivered"] == sum(c["delivered"] for c in stats["channels"].values())
+
+        # The dashboard's feed: the same merged view, from whichever worker it is on.
+        await publisher.subscribe("$sys.stats")
+        live = await publisher.recv_event("message", timeout=10, channel="$sys.stats")
+        document = live["data"]
+        assert [w["index"] for w in document["workers"] if w["up"]] == list(range(workers))
+        assert document["summary"]["connections"] == total
+        assert {c["worker"] for c in document["connections"]} == set(range(workers))
 
         status, _, body = await http_get(server.port, "/metrics")
         assert status == 200
