@@ -37,6 +37,7 @@ from broadcaster.brokers.base import BrokerStatus, MessageFactory
 from broadcaster.core.channel import SNAPSHOT_MAX_KEYS, Channel
 from broadcaster.core.history import History, Recovery
 from broadcaster.core.message import Message
+from broadcaster.core.ops import SYSTEM_PREFIX
 from broadcaster.errors import BrokerUnavailable, BusUnavailable, InvalidPublish
 from broadcaster.workers.link import BusLink
 
@@ -190,8 +191,13 @@ class BusBroker:
     # --- subscribe ---------------------------------------------------------
 
     async def prepare(self, channel: Channel) -> None:
-        """Have `channel` prepared: from the bus's reply on, every message reaches it."""
+        """Have `channel` prepared: from the bus's reply on, every message reaches it.
+
+        `$sys.*` channels are this worker's own (server/system.py): not on the bus.
+        """
         name = channel.name
+        if name.startswith(SYSTEM_PREFIX):
+            return
         while True:
             prepared = self._prepared.get(name)
             if prepared is not None and prepared.channel is channel:
@@ -257,7 +263,12 @@ class BusBroker:
         await self.prepare(channel)
         last = channel.last_seq
         now = self._clock()
-        history = self._prepared[channel.name].history
+        prepared = self._prepared.get(channel.name)
+        history = (
+            prepared.history
+            if prepared is not None
+            else History(0, channel.policy.history_ttl)  # a `$sys.*` channel: none kept
+        )
         if epoch is not None and epoch != channel.epoch:
             oldest = history.oldest_seq(last_seq=last, now=now)
             return Recovery(recovered=False, messages=[], oldest_seq=oldest)

@@ -72,6 +72,8 @@ class _Worker(asyncio.Protocol):
         self.index: int | None = None
         self.transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder()
+        self._out: list[bytes] = []
+        """Frames written while the bus handles a read: sent in one write at its end."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; same methods.
@@ -84,25 +86,48 @@ class _Worker(asyncio.Protocol):
             logger.error("bus: worker %s sent a bad frame (%s); disconnecting it", self.index, exc)
             self.abort()
             return
-        dispatch = self.bus._dispatch
-        for header, payload in frames:
-            try:
-                dispatch(self, header, payload)
-            except (KeyError, TypeError, ValueError) as exc:
-                logger.error(
-                    "bus: worker %s sent a bad %r frame (%s); disconnecting it",
-                    self.index,
-                    header.get("t"),
-                    exc,
-                )
-                self.abort()
-                return
+        bus = self.bus
+        dispatch = bus._dispatch
+        # Every frame this read causes goes out in one write per worker: a
+        # burst of publishes costs one system call per worker, not one per message.
+        bus._batching = True
+        try:
+            for header, payload in frames:
+                try:
+                    dispatch(self, header, payload)
+                except (KeyError, TypeError, ValueError) as exc:
+                    logger.error(
+                        "bus: worker %s sent a bad %r frame (%s); disconnecting it",
+                        self.index,
+                        header.get("t"),
+                        exc,
+                    )
+                    self.abort()
+                    return
+        finally:
+            bus._batching = False
+            bus._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.bus._gone(self)
         self.transport = None
 
     def write(self, frame: bytes) -> None:
+        if self.bus._batching:
+            out = self._out
+            if not out:
+                self.bus._dirty.append(self)
+            out.append(frame)
+            return
+        self._send(frame)
+
+    def flush(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            self._send(out[0] if len(out) == 1 else b"".join(out))
+
+    def _send(self, frame: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -138,6 +163,8 @@ class BusServer:
         self._held: dict[int, dict[str | None, int]] = {}
         """Per worker: admitted connections per address key (None: exempt ones)."""
         self._sweeper: asyncio.Task[None] | None = None
+        self._batching = False
+        self._dirty: list[_Worker] = []
         self.published = 0
         """Messages sequenced since start (for the benchmark and the logs)."""
 
@@ -169,6 +196,11 @@ class BusServer:
                     await server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
 
     def connected(self) -> frozenset[int]:
         """Worker indexes with a live connection (after their hello)."""

@@ -102,6 +102,7 @@ class BusLink:
         self._stopping = False
         self._on_lost: list[Callable[[], None]] = []
         self._early: list[tuple[dict[str, Any], bytes]] = []
+        self._out: list[bytes] = []
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -130,6 +131,7 @@ class BusLink:
         self._stopping = True
         for task in list(self._tasks):
             task.cancel()
+        self._flush()  # what was sent before stop() still goes (an unsubscribe, a release)
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
@@ -164,7 +166,17 @@ class BusLink:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise BusUnavailable(f"worker {self.identity.index}: the local bus connection is gone")
-        transport.write(encode(header, payload))
+        out = self._out
+        if not out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        out.append(encode(header, payload))
+
+    def _flush(self) -> None:
+        """Write the frames sent since the last flush: one system call per loop iteration."""
+        out, self._out = self._out, []
+        transport = self._transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def next_id(self) -> int:
         return next(self._ids)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from broadcaster.brokers.bus import BusBroker
 from broadcaster.errors import BusUnavailable
@@ -27,6 +28,7 @@ from broadcaster.workers.link import BusLink
 from tests.conftest import ConnectRaw
 from tests.support.api_client import post_json
 from tests.support.clients import JsonClient, open_client
+from tests.support.redis_server import RedisServer, redis_toml
 from tests.support.security import refused_handshake
 from tests.support.servers import TEST_SERVER_TOML, wait_until
 from tests.support.workers import Workers
@@ -100,6 +102,17 @@ async def test_a_publish_on_any_worker_reaches_every_worker_in_one_order(
     for got in seen:
         assert [m["seq"] for m in got] == sent
         assert [m["data"] for m in got] == [m["data"] for m in seen[0]]
+
+
+async def test_sys_stats_stays_each_workers_own(workers: Workers) -> None:
+    """`$sys.stats` is published locally by each worker, never through the bus."""
+    _, b = await workers.start(2)
+    sub = await open_client(b.url)
+    reply = await sub.subscribe("$sys.stats")
+    got = await sub.messages("$sys.stats", 2)
+    assert [m["seq"] for m in got] == [reply["seq"] + 1, reply["seq"] + 2]
+    assert workers.bus is not None
+    assert "$sys.stats" not in workers.bus.state.channels
 
 
 async def test_concurrent_publishers_on_every_worker_share_one_order(workers: Workers) -> None:
@@ -191,7 +204,8 @@ async def test_strategies_apply_per_subscriber_whatever_the_worker(
     assert await _seqs(reader, "oldest", total) == list(range(1, total + 1))
     events = await stalled.read_until(lambda evs: any(e.get("seq") == total for e in evs))
     seqs = [m["seq"] for m in stalled.messages("oldest")]
-    assert seqs == sorted(set(seqs)) and len(seqs) < total, "drop-oldest dropped, kept order"
+    assert seqs == sorted(set(seqs)), "drop-oldest kept the order"
+    assert len(seqs) < total, "drop-oldest dropped"
     assert seqs[-1] == total, "the newest survived"
     assert any(e.get("event") == "flow.pause" for e in events)
     newest = {f"S{k}": total - 4 + k for k in range(4)}
@@ -244,7 +258,8 @@ async def test_block_waits_for_a_full_subscriber_on_another_worker(
     publisher = await _flood(a, "blocked", total)
     pause = await publisher.recv_event("flow.pause", channel="blocked")
     assert pause["reason"] == "channel blocked", "worker 0 waits for worker 1's subscriber"
-    assert b.worker is not None and _remote_full(a, "blocked") == {b.worker.index}
+    assert b.worker is not None
+    assert _remote_full(a, "blocked") == {b.worker.index}
     await stalled.read_until(_got(total), timeout=20)
     seqs = [m["seq"] for m in stalled.messages("blocked")]
     assert seqs == list(range(1, total + 1)), "block never drops and never reorders"
@@ -366,7 +381,8 @@ async def test_gather_gives_none_for_a_worker_that_does_not_answer_in_time(
     workers: Workers,
 ) -> None:
     a, b = await workers.start(2)
-    assert a.link is not None and b.link is not None
+    assert a.link is not None
+    assert b.link is not None
     never = asyncio.Event()
 
     async def slow(what: str) -> bytes:
@@ -387,9 +403,58 @@ async def test_a_worker_whose_bus_is_gone_stops_itself(workers: Workers) -> None
     assert workers.bus is not None
     await workers.bus.stop()
     await wait_until(lambda: a.phase.value == "stopped" and b.phase.value == "stopped")
-    assert a.bus_lost and b.bus_lost
-    with pytest.raises(Exception):  # noqa: B017 - closed by the stopping worker
+    assert a.bus_lost
+    assert b.bus_lost
+    with pytest.raises(ConnectionClosed) as closed:
         await client.recv(timeout=5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001, "closed as a stopping server closes"
+
+
+async def test_a_worker_that_dies_leaves_nothing_held_for_the_others(
+    workers: Workers, connect_raw: ConnectRaw
+) -> None:
+    """Its full block subscriber and its admitted connections stop counting elsewhere;
+    its clients come back on another worker and recover what they missed."""
+    a, b = await workers.start(2, CHANNELS)
+    stalled = await connect_raw(b.port, subscribe="blocked")
+    news = await open_client(b.url)
+    epoch = (await news.subscribe("news"))["epoch"]
+    await a.publish("news", 0)
+    await news.messages("news", 1)
+    publisher = await _flood(a, "blocked", 100)
+    await publisher.recv_event("flow.pause", channel="blocked")
+    assert a.admission.others is not None
+    assert a.admission.others.open == 2
+    assert b.link is not None
+    b.link._abort()  # the connection to the bus dies as with the worker's process
+    await wait_until(lambda: b.phase.value == "stopped", what="worker 1 stopped itself")
+    await wait_until(lambda: not _remote_full(a, "blocked"), what="its fullness cleared")
+    await publisher.recv_event("published", id=99, timeout=10)
+    assert a.admission.others.open == 0
+    await a.publish("news", 1)
+    back = await open_client(a.url)
+    reply = await back.subscribe("news", since=1, epoch=epoch)
+    assert (reply["recovered"], reply["seq"]) == (True, 2)
+    assert [m["data"] for m in await back.messages("news", 1)] == [1]
+    stalled.close()
+
+
+async def test_with_the_redis_broker_workers_share_channels_through_redis(
+    workers: Workers, redis_server: RedisServer
+) -> None:
+    """`[broker] kind = "redis"`: Redis carries the channels, the bus the limits and gather."""
+    a, b = await workers.start(2, LIMITED + "\n" + redis_toml(redis_server.url))
+    assert (a.broker.name, b.broker.name) == ("redis", "redis")
+    sub = await open_client(b.url)
+    await sub.subscribe("prices")
+    assert await a.publish("prices", {"p": 1}) == 1
+    assert [m["data"] for m in await sub.messages("prices", 1)] == [{"p": 1}]
+    await open_client(a.url)
+    await wait_until(lambda: b.admission.others is not None and b.admission.others.open == 1)
+    assert (await refused_handshake(b.url)).status == 429
+    assert a.link is not None
+    assert set(await a.link.gather("nothing")) == {0, 1}
 
 
 async def test_a_worker_without_a_bus_does_not_start(workers: Workers) -> None:
