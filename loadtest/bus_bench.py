@@ -11,6 +11,10 @@ WebSocket subscriber of the channel, so both workers get every message. Then:
   `--messages` publishes sent from both workers with `--window` in flight
   each, divided by the messages. It does not depend on subscribers: the bus
   writes one frame per interested worker.
+- a worker's cost to take in one message (frames decoded from a read of 100
+  frames, the Message built from the data bytes) next to a one-process
+  server's cost to build it from the published value (`MessageFactory.build`),
+  both before fan-out, which is the same code either way.
 
 Rounds are interleaved (workers, one process, workers, ...) and medians
 reported, because the machine may be shared.
@@ -27,12 +31,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
 import uvloop
 from websockets.asyncio.client import connect
 
+from broadcaster.brokers.base import MessageFactory
 from broadcaster.config import parse_config
+from broadcaster.core.channel import Channel
+from broadcaster.core.policy import ChannelPolicy
 from broadcaster.server.app import Broadcaster
+from broadcaster.server.websocket import frame_text
 from broadcaster.workers.bus import BusServer
+from broadcaster.workers.framing import FrameDecoder, encode
 from broadcaster.workers.identity import WorkerIdentity
 from loadtest.procstat import ProcessTree
 
@@ -157,6 +167,28 @@ async def _single_round(args: argparse.Namespace) -> list[float]:
         await server.stop()
 
 
+def _intake_costs(count: int = 20000) -> tuple[float, float]:
+    """(µs per message taken in from bus frames, µs per message built in one process)."""
+    factory = MessageFactory(frame_text, time.monotonic)
+    channel = Channel(CHANNEL, ChannelPolicy(), epoch="e")
+    value = {"symbol": "AAPL", "price": 189.25, "ts": 1733500000.123}
+    body = orjson.dumps(value)
+    frames = b"".join(
+        encode({"t": "m", "c": CHANNEL, "s": seq, "tm": 1.0}, body) for seq in range(1, 101)
+    )
+    decoder = FrameDecoder()
+    start = time.process_time()
+    for _ in range(count // 100):
+        for header, payload in decoder.feed(frames):
+            factory.from_data(channel, header["s"], payload, header["tm"])
+    intake = (time.process_time() - start) / count * 1e6
+    start = time.process_time()
+    for seq in range(count):
+        factory.build(channel, seq, value)
+    built = (time.process_time() - start) / count * 1e6
+    return intake, built
+
+
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -179,6 +211,12 @@ async def _main(args: argparse.Namespace) -> None:
             f"bus CPU {per_message:.2f} us/message",
             flush=True,
         )
+    intake = [_intake_costs() for _ in range(5)]
+    print(
+        f"a worker takes in a message from the bus in "
+        f"{statistics.median(i for i, _ in intake):.2f} us; one process builds it in "
+        f"{statistics.median(b for _, b in intake):.2f} us (median of 5 x 20,000)"
+    )
     print(
         f"median of {args.rounds} rounds: round trip {statistics.median(bus_trips):.1f} us with "
         f"{args.workers} workers vs {statistics.median(one_trips):.1f} us in one process; "

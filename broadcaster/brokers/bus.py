@@ -215,6 +215,8 @@ class BusBroker:
                     raise
             # Shielded: one subscriber giving up must not fail the others' wait.
             await asyncio.shield(pending.future)
+            if pending.dropped and pending.channel is channel:
+                return  # the hub freed this channel meanwhile: nothing to prepare
 
     def _subscribed(self, header: dict[str, Any], payload: bytes) -> None:
         """The bus's reply to `s`: applied now, before the frames the bus wrote after it."""

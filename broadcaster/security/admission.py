@@ -31,11 +31,15 @@ and in total, kept current by the local bus) and a callback for its own
 deltas (which the bus relays to the others). `connections_per_ip` and
 `max_connections` then compare the sum with the cap, and a connection
 admitted elsewhere also takes a token from this worker's bucket of its
-address, so `connection_rate` holds across workers too. The counts are as
-fresh as the bus's relay: handshakes that arrive on K different workers
-within one relay's time (well under a millisecond) each see the others'
-counts without the rest, so a cap can be exceeded by at most K-1 (at most
-N-1 with N workers) -- never more, since every admitted handshake is relayed.
+address, so `connection_rate` holds across workers too. A worker counts
+its own admissions at once and the others' when the bus's relay arrives
+(one hop through the supervisor, well under a millisecond): admissions on
+different workers within that delay do not see each other. With one
+handshake per worker in that window (a burst spread by the kernel), a cap is
+exceeded by at most N-1 with N workers; the bound in general is that no
+worker admits past the cap by what it knows, so at most (N-1) x cap over
+if every worker filled the cap within one relay delay. Once the relays
+arrive nothing more is admitted until the total is under the cap again.
 
 Before all that, `HalfOpen` counts the connections whose HTTP request is not
 complete yet (accepted, request line and headers still arriving), because the

@@ -155,6 +155,8 @@ class Broadcaster:
         """Set when this worker stopped itself because the local bus went away."""
         self._lost_watch: asyncio.Task[None] | None = None
         self._lost_stop: asyncio.Task[None] | None = None
+        self._start_ended = asyncio.Event()
+        """Set when start() returns or raises: the lost-bus watcher stops only a started server."""
         self.framer: Callable[[bytes], bytes] = frame_text
         self.sessions: dict[int, Subscriber] = {}
         """Every client connection, whatever its transport (WebSocket, SSE, NDJSON stream)."""
@@ -244,6 +246,7 @@ class Broadcaster:
         try:
             await self._start(teardown)
         except BaseException:
+            self._start_ended.set()
             try:
                 await teardown.aclose()
             except Exception:  # the caller must see why the start failed, not this
@@ -254,6 +257,7 @@ class Broadcaster:
             raise
         self._teardown = teardown
         self.phase = Phase.RUNNING
+        self._start_ended.set()
 
     async def _start(self, teardown: contextlib.AsyncExitStack) -> None:
         """The steps of start(); each pushes onto `teardown` how to undo it, right after it."""
@@ -379,6 +383,9 @@ class Broadcaster:
     async def _watch_link(self, link: BusLink) -> None:
         """The bus is gone (the supervisor died): nothing reaches this worker any more, stop."""
         await link.lost.wait()
+        await self._start_ended.wait()  # stop() refuses while start() runs
+        if self.phase is not Phase.RUNNING:
+            return  # the start failed (and undid itself), or the server is stopping already
         logger.error(
             "worker %s: the local bus is gone (the supervisor stopped?); stopping this worker",
             link.identity.index,

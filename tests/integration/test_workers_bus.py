@@ -28,9 +28,11 @@ from broadcaster.workers.link import BusLink
 from tests.conftest import ConnectRaw
 from tests.support.api_client import post_json
 from tests.support.clients import JsonClient, open_client
+from tests.support.raw_client import RawClient
 from tests.support.redis_server import RedisServer, redis_toml
 from tests.support.security import refused_handshake
 from tests.support.servers import TEST_SERVER_TOML, wait_until
+from tests.support.sse_client import StreamClient
 from tests.support.workers import Workers
 
 PAD = "x" * 1000
@@ -113,6 +115,63 @@ async def test_sys_stats_stays_each_workers_own(workers: Workers) -> None:
     assert [m["seq"] for m in got] == [reply["seq"] + 1, reply["seq"] + 2]
     assert workers.bus is not None
     assert "$sys.stats" not in workers.bus.state.channels
+
+
+async def test_compression_works_on_messages_that_came_through_the_bus(workers: Workers) -> None:
+    """A worker builds the compressed frame from the bus's bytes as from a local publish."""
+    a, b = await workers.start(2)
+    book = {"bids": [[f"{189 - i / 100:.2f}", f"{i * 37 % 1000 / 7:.4f}"] for i in range(120)]}
+    compressed = RawClient(b.port, rcvbuf=0, compression=True)
+    plain = RawClient(b.port, rcvbuf=0)
+    try:
+        for client in (compressed, plain):
+            await client.connect()
+            await client.subscribe("books")
+        assert compressed.deflate
+        before = {id(c): c.bytes_received for c in (compressed, plain)}
+        for _ in range(3):
+            await a.publish("books", book)
+        for client in (compressed, plain):
+            await client.read_until(_got(3))
+        wire = {id(c): c.bytes_received - before[id(c)] for c in (compressed, plain)}
+        assert wire[id(compressed)] < 0.4 * wire[id(plain)]
+        assert compressed.messages() == plain.messages()
+        assert compressed.messages()[0]["data"] == book
+    finally:
+        compressed.close()
+        plain.close()
+
+
+async def test_sse_streams_and_last_event_id_work_across_workers(workers: Workers) -> None:
+    """An SSE stream on worker 1 gets worker 0's publishes with `EPOCH:SEQ` ids; coming
+    back on worker 0 with Last-Event-ID replays what it missed."""
+    a, b = await workers.start(2, CHANNELS)
+    assert a.api is not None
+    assert b.api is not None
+    first = StreamClient(b.api.port, "/sse?channel=news")
+    again: StreamClient | None = None
+    try:
+        await first.connect()
+        await first.read_until(lambda evs: bool(first.named("subscribed")))
+        epoch = first.named("subscribed")[0]["epoch"]
+        for i in range(3):
+            await a.publish("news", i)
+        await first.read_until(lambda evs: len(first.messages()) == 3)
+        assert first.ids == [f"{epoch}:1", f"{epoch}:2", f"{epoch}:3"]
+        first.close()
+        for i in range(3, 5):
+            await b.publish("news", i)
+        again = StreamClient(
+            a.api.port, "/sse?channel=news", headers={"Last-Event-ID": f"{epoch}:3"}
+        )
+        await again.connect()
+        await again.read_until(lambda evs: len(again.messages()) == 2)
+        assert again.named("subscribed")[0]["recovered"] is True
+        assert [m["data"] for m in again.messages()] == [3, 4]
+    finally:
+        first.close()
+        if again is not None:
+            again.close()
 
 
 async def test_concurrent_publishers_on_every_worker_share_one_order(workers: Workers) -> None:
