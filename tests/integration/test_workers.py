@@ -305,3 +305,30 @@ def exited(pids: Iterable[int]) -> bool:
         if "State:\tZ" not in status:
             return False
     return True
+
+
+async def test_the_default_config_runs_the_demo_on_every_worker(
+    serve_workers: StartWorkers,
+) -> None:
+    """`serve --workers 2` on the shipped default: the demo ticker (worker 0) reaches the
+    clients of every worker, the pages are served, the HTTP API publishes."""
+    from broadcaster.config import DEFAULT_TOML
+
+    server = await serve_workers(2, DEFAULT_TOML)
+    clients = await open_spread(server, "tickers.demo")
+    try:
+        for client in clients:
+            event = await client.recv_event("message", timeout=10, channel="tickers.demo")
+            assert "symbol" in event["data"]
+        status, _, page = await http_get(server.port, "/")
+        assert status == 200
+        assert b"<html" in page.lower() or b"<!doctype" in page.lower()
+        reply = await post_json(server.api_url, {"channel": "news", "data": {"n": 1}})
+        assert reply.status == 200, reply.body
+        stats = await server.stats("?top=0")
+        demo = [s for s in stats["sources"] if s.get("worker") == 0]
+        assert demo, "the demo ticker runs in worker 0"
+        assert all(s.get("worker") == 0 for s in stats["sources"]), "and only there"
+    finally:
+        for client in clients:
+            await client.close()
