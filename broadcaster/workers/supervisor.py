@@ -356,7 +356,7 @@ class Supervisor:
                         process.kill()
             codes = await asyncio.gather(*(process.wait() for process in processes))
         for worker, code in zip(self.workers, codes, strict=False):
-            if code:
+            if code and code != -signal.SIGTERM:
                 logger.warning("worker %d exited with %s", worker.index, _describe_exit(code))
 
 

@@ -86,6 +86,12 @@ async def _serve(config: Config, identity: WorkerIdentity, ready_fd: int, restar
         await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         lost.cancel()
+        # Stopping from now on: the supervisor's SIGTERM after a Ctrl-C the worker
+        # got too (the whole process group) must neither cut the drain short nor,
+        # once the loop has removed its handlers, kill the exiting process.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         if not link.lost.is_set():  # (a lost bus is logged by the Broadcaster, which stops)
             logger.info(
                 "worker %d shutting down: draining up to %.1f s",

@@ -232,6 +232,20 @@ async def test_sigterm_drains_every_worker_and_exits_0(serve_workers: StartWorke
     assert "Traceback" not in server.output()
 
 
+async def test_ctrl_c_stops_every_worker_quietly_with_exit_0(
+    serve_workers: StartWorkers,
+) -> None:
+    """SIGINT to the whole process group (Ctrl-C): every worker drains once, exit 0,
+    and no worker is reported as killed by the supervisor's own SIGTERM."""
+    server = await serve_workers(2)
+    clients = await open_spread(server, "prices")
+    server.signal_group(signal.SIGINT)
+    assert {await close_code(client) for client in clients} == {1001}
+    assert await server.wait_exit() == 0, server.output()
+    assert "exited with" not in server.output(), server.output()
+    assert "Traceback" not in server.output()
+
+
 async def test_workers_stop_when_the_supervisor_dies(serve_workers: StartWorkers) -> None:
     """A worker whose supervisor was killed stops by itself instead of serving on unmanaged."""
     server = await serve_workers(2)

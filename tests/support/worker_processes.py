@@ -84,6 +84,8 @@ class WorkersProcess:
                     str(self.workers),
                 ],
                 stdin=subprocess.DEVNULL,
+                # Its own process group: a test may signal it as a terminal's Ctrl-C does.
+                start_new_session=True,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -114,6 +116,11 @@ class WorkersProcess:
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """`sig` to the supervisor and every worker at once, as Ctrl-C in a terminal."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
 
     async def wait_exit(self, timeout: float = 30.0) -> int:
         proc = self.proc
