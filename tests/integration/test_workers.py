@@ -223,7 +223,7 @@ async def test_sigterm_drains_every_worker_and_exits_0(serve_workers: StartWorke
     pids = await server.worker_pids()
     run_dir = run_dir_of(pids[0])
     assert private_dir(run_dir)
-    server.signal(signal.SIGTERM)
+    server.send_signal(signal.SIGTERM)
     codes = [await close_code(client) for client in clients]
     assert set(codes) == {1001}
     assert await server.wait_exit() == 0, server.output()
@@ -250,7 +250,7 @@ async def test_workers_stop_when_the_supervisor_dies(serve_workers: StartWorkers
     """A worker whose supervisor was killed stops by itself instead of serving on unmanaged."""
     server = await serve_workers(2)
     pids = await server.worker_pids()
-    server.signal(signal.SIGKILL)
+    server.send_signal(signal.SIGKILL)
     assert await server.wait_exit() == -signal.SIGKILL
 
     await wait_until(lambda: exited(pids.values()), timeout=20, what="the workers to exit")

@@ -113,7 +113,7 @@ class WorkersProcess:
         stats = await self.stats("?top=0")
         return {w["index"]: w["pid"] for w in stats["workers"] if w["up"]}
 
-    def signal(self, sig: signal.Signals) -> None:
+    def send_signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
