@@ -1,4 +1,4 @@
-"""`[server] workers`: the file, BROADCASTER_SERVER_WORKERS, `--workers`, what each refuses."""
+"""`[server] workers` (file, BROADCASTER_SERVER_WORKERS, `--workers`) and the restart back-off."""
 
 from __future__ import annotations
 
@@ -111,3 +111,16 @@ def test_the_config_reaches_a_worker_exactly() -> None:
     assert worker_config(copy, 0) == config
     assert worker_config(copy, 1).sources == ()
     assert worker_config(copy, 1).server == config.server
+
+
+def test_a_dying_worker_is_restarted_with_back_off() -> None:
+    """0.2 s, then doubling while it keeps dying, at most 5 s; back to 0.2 s once it stayed up."""
+    from broadcaster.workers.supervisor import restart_delay
+
+    failures = 0
+    delays = []
+    for _ in range(7):
+        failures, delay = restart_delay(failures, lived=0.5)
+        delays.append(delay)
+    assert delays == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert restart_delay(failures, lived=60.0) == (1, 0.2)
