@@ -83,11 +83,17 @@ def _serve(args: argparse.Namespace) -> int:
                 "api.enabled": args.api,
                 "api.host": args.api_host,
                 "api.port": args.api_port,
+                "server.workers": _workers_flag(args.workers),
             },
         )
         config = config.with_sources(
             *(source_from_flag(text, index=i) for i, text in enumerate(args.source))
         )
+        if config.server.workers > 1:
+            # Imported here: one process (the default) never loads the supervisor.
+            from broadcaster.workers.supervisor import Supervisor
+
+            return Supervisor(config, log_level=args.log_level).run()
         server = Broadcaster(config)
         tune_gc_for_serving()
         run(server.serve_forever())
@@ -98,6 +104,16 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"broadcaster: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _workers_flag(text: str | None) -> int | str | None:
+    """`--workers 4` is the integer 4; `--workers auto` stays the word (config validates both)."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 # The same as broadcaster.client.commands.DEFAULT_URL, which `serve` does not import
@@ -195,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-host", help="address of the HTTP publish API (overrides [api] host)")
     serve.add_argument(
         "--api-port", type=int, help="port of the HTTP publish API (overrides [api] port)"
+    )
+    serve.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help='worker processes sharing the ports (overrides [server] workers; "auto" = '
+        "one per usable core; default 1)",
     )
     serve.add_argument(
         "--source",

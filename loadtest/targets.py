@@ -220,6 +220,19 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) ->
     raise TargetError(f"server did not listen on port {port} within {timeout:.0f} s")
 
 
+def _wait_all_workers(log_path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """`serve --workers N`: the port answers once one worker bound it; the supervisor logs
+    its startup line once every worker has, so the load does not all land on the first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise TargetError(f"server exited with code {proc.returncode} before listening")
+        if b"broadcaster listening on" in log_path.read_bytes():
+            return
+        time.sleep(0.05)
+    raise TargetError(f"not every worker listened within {timeout:.0f} s")
+
+
 def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start the server in its own session, output to ``log_path``, registered for reaping."""
     with log_path.open("wb") as log:
@@ -279,6 +292,8 @@ async def start_target(
     try:
         try:
             await asyncio.to_thread(_wait_listening, port, proc, startup_timeout)
+            if "--workers" in argv:
+                await asyncio.to_thread(_wait_all_workers, log_path, proc, startup_timeout)
         except TargetError as exc:
             raise TargetError(f"{spec.label}: {exc}\n{_log_tail(log_path)}") from None
         yield RunningTarget(

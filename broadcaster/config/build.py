@@ -128,6 +128,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _check_workers(server: ServerConfig, api: ApiConfig, at: Any) -> None:
+    """Several workers share their ports (SO_REUSEPORT): each must be a fixed port.
+
+    With port 0 every worker would bind a different ephemeral port, and a
+    client would reach one worker's share of the server only.
+    """
+    if server.workers == 1:
+        return
+    if server.port == 0:
+        raise ConfigError(
+            at("server", "port"),
+            "[server] port",
+            f"a fixed TCP port 1-65535 with [server] workers = {server.workers} (with port 0 "
+            "each worker would listen on a different port)",
+            0,
+        )
+    if api.enabled and api.port == 0:
+        raise ConfigError(
+            at("api", "port"),
+            "[api] port",
+            f"a fixed TCP port 1-65535 with [server] workers = {server.workers} (with port 0 "
+            "each worker would listen on a different port)",
+            0,
+        )
+
+
 def parse_config(
     text: str,
     *,
@@ -209,6 +235,7 @@ def build_config(
     sources = tuple(source_table(source, name, table) for name, table in sources_raw.items())
 
     check_access(source, auth, policies)
+    _check_workers(server, api, lambda section, key: at(section, key))
     return Config(
         server=server,
         policies=policies,

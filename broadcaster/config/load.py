@@ -90,7 +90,10 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                 try:
                     value = tomllib.loads(f"v = {text}")["v"]
                 except tomllib.TOMLDecodeError:
-                    raise ConfigError(var, key, type_name(expected), text) from None
+                    # A key that also takes a word (`workers = "auto"`) may be given bare.
+                    if not (isinstance(expected, tuple) and str in expected):
+                        raise ConfigError(var, key, type_name(expected), text) from None
+                    value = text
             check_type(var, key, value, expected)
             found[f"{section}.{key}"] = value
     return found

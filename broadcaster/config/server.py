@@ -6,6 +6,7 @@ environment and the flags may set; `server_config` checks the values.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from broadcaster.config.tables import KeyTypes
 from broadcaster.errors import ConfigError
 
-__all__ = ["SERVER_KEYS", "ServerConfig", "server_config"]
+__all__ = ["SERVER_KEYS", "WORKERS_AUTO", "ServerConfig", "server_config", "usable_cores"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,6 +56,11 @@ class ServerConfig:
     """PEM certificate chain file: with `tls_key`, serve wss:// (and https:// for the API)."""
     tls_key: str = ""
     """PEM private key file of `tls_cert`."""
+    workers: int = 1
+    """Processes serving the same ports (`SO_REUSEPORT`), channels shared over a local
+    bus (docs/ARCHITECTURE.md "Workers"). 1 = one process, no supervisor, no bus. The
+    file, the variable and `--workers` may say "auto": the usable cores
+    (`os.sched_getaffinity`), resolved when the config is built."""
 
 
 SERVER_KEYS: KeyTypes = {
@@ -72,7 +78,19 @@ SERVER_KEYS: KeyTypes = {
     "allow_no_origin": bool,
     "tls_cert": str,
     "tls_key": str,
+    "workers": (int, str),
 }
+
+WORKERS_AUTO = "auto"
+"""`workers = "auto"`: one worker per usable core."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 def server_config(values: dict[str, Any], at: Callable[[str], str]) -> ServerConfig:
@@ -107,8 +125,19 @@ def server_config(values: dict[str, Any], at: Callable[[str], str]) -> ServerCon
                 values["idle_channel_ttl"],
             )
         values["idle_channel_ttl"] = float(values["idle_channel_ttl"])
+    if "workers" in values:
+        values["workers"] = _workers(values["workers"], at("workers"))
     _server_security(values, at)
     return ServerConfig(**values)
+
+
+def _workers(value: int | str, source: str) -> int:
+    """`workers`: an integer >= 1, or "auto" (the usable cores)."""
+    if value == WORKERS_AUTO:
+        return usable_cores()
+    if isinstance(value, int) and value >= 1:
+        return value
+    raise ConfigError(source, "[server] workers", 'an integer >= 1 or "auto"', value)
 
 
 def _server_security(values: dict[str, Any], at: Callable[[str], str]) -> None:

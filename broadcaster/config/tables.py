@@ -29,6 +29,8 @@ def type_name(expected: type | tuple[type, ...]) -> str:
         return "true or false"
     if expected is list:
         return "a list of strings"
+    if expected == (int, str):
+        return "an integer or a string"
     return "a number"
 
 

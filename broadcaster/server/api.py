@@ -272,7 +272,12 @@ class PublishApi:
         )
         # The WebSocket port's TLS context (`[server] tls_cert`) serves this port too.
         self._site = web.TCPSite(
-            self._runner, self.config.host, self.config.port, ssl_context=self.app.ssl
+            self._runner,
+            self.config.host,
+            self.config.port,
+            ssl_context=self.app.ssl,
+            # Workers share the port, as the WebSocket port (workers/supervisor.py).
+            reuse_port=self.app.worker is not None,
         )
         try:
             await self._site.start()
@@ -281,7 +286,8 @@ class PublishApi:
             self._runner = None
             raise
         self._port = int(self._runner.addresses[0][1])
-        logger.info("HTTP publish API listening on %s", self.url)
+        if self.app.worker is None:  # the supervisor's startup line names it
+            logger.info("HTTP publish API listening on %s", self.url)
         if not self._keys and not _is_loopback(self.config.host):
             logger.warning(
                 "HTTP publish API on %s has no [api] keys: anyone who can reach it may publish",

@@ -294,6 +294,8 @@ class Broadcaster:
         await self.broker.start()
         teardown.push_async_callback(self.broker.stop)
         self.http = HttpEndpoints(self)
+        if self.http.view is not None:
+            teardown.push_async_callback(self.http.view.stop)
         self.http.add_route("/metrics", self._metrics_page, admin=True)
         self.monitor = Monitor(self, interval=cfg.server.stats_interval)
         self.sources = SourceRunner(self.publish)
@@ -315,6 +317,8 @@ class Broadcaster:
             process_request=self.edge.process_request,
             create_connection=connection_class(self.edge),
             start_serving=False,
+            # Workers share the port: the kernel spreads connections (workers/supervisor.py).
+            reuse_port=self.worker is not None,
             **self._tls_options(),
         )
         teardown.push_async_callback(self._close_server, self._server)
@@ -338,9 +342,11 @@ class Broadcaster:
         teardown.push_async_callback(self.sources.stop)
         for source, kind in sources:
             self.sources.start(source, kind)
-        logger.info("%s", self.http.startup_line())
-        for warning in exposure_warnings(cfg):
-            logger.warning("exposed on %s: %s", cfg.server.host, warning)
+        if self.worker is None:  # the supervisor logs one line for all its workers
+            logger.info("%s", self.http.startup_line())
+        if self.worker is None or self.worker.index == 0:
+            for warning in exposure_warnings(cfg):
+                logger.warning("exposed on %s: %s", cfg.server.host, warning)
 
     async def _start_link(self, teardown: contextlib.AsyncExitStack) -> None:
         """Join the local bus (first, so it is stopped last) and share admission counts."""

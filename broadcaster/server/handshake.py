@@ -44,7 +44,7 @@ from websockets.http11 import Request, Response
 
 from broadcaster.security.admin import peer_ip
 from broadcaster.security.admission import HalfOpen, Refusal, Ticket
-from broadcaster.server.http import respond
+from broadcaster.server.http import Answer, respond
 from broadcaster.server.websocket import BroadcasterConnection
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class EdgeGuard:
             "header lines",
         )
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(self, connection: ServerConnection, request: Request) -> Answer:
         """websockets' `process_request`: a request the endpoints cannot use gets 400 here."""
         problem = request_problem(request)
         if problem is not None:

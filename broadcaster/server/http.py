@@ -22,7 +22,7 @@ from __future__ import annotations
 import html
 import http
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -39,8 +39,9 @@ from broadcaster.server.stats import StatsQueryError, build_stats
 
 if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
+    from broadcaster.workers.answers import WorkerView
 
-__all__ = ["HttpEndpoints", "respond"]
+__all__ = ["HttpEndpoints", "json_response", "respond"]
 
 WS_PATH = "/ws"
 CLIENT_PREFIX = "/js/"
@@ -76,8 +77,11 @@ def respond(
     return Response(status.value, status.phrase, headers, body)
 
 
-def _json(status: http.HTTPStatus, document: object) -> Response:
+def json_response(status: http.HTTPStatus, document: object) -> Response:
     return respond(status, orjson.dumps(document), "application/json")
+
+
+_json = json_response
 
 
 def _static(name: str) -> bytes | None:
@@ -129,6 +133,10 @@ def _examples_index(directory: Traversable) -> bytes:
 
 
 Handler = Callable[[dict[str, list[str]]], Response]
+Answer = Response | Awaitable[Response] | None
+"""What `process_request` returns: a response, one still being made (a worker's
+merged /stats and /metrics gather from every worker first), or None (go on with
+the WebSocket handshake)."""
 
 
 class HttpEndpoints:
@@ -147,6 +155,13 @@ class HttpEndpoints:
         }
         self.admin_paths: set[str] = {"/stats", "/dashboard"}
         """Paths that show the server from the inside: they need admin access."""
+        self.view: WorkerView | None = None
+        """In a worker (`Broadcaster(worker=...)`): /stats and /metrics of every worker
+        merged, /healthz naming a worker that is down (workers/answers.py)."""
+        if app.link is not None and app.worker is not None:
+            from broadcaster.workers.answers import WorkerView
+
+            self.view = WorkerView(app, app.link, app.worker)
 
     def add_route(self, path: str, handler: Handler, *, admin: bool = False) -> None:
         """Serve GET `path` with `handler`; `admin` puts it behind the admin gate."""
@@ -156,7 +171,7 @@ class HttpEndpoints:
         else:
             self.admin_paths.discard(path)
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(self, connection: ServerConnection, request: Request) -> Answer:
         url = urlsplit(request.path)
         if url.path == WS_PATH:
             return self.app.gate.check(connection, request)
@@ -194,6 +209,9 @@ class HttpEndpoints:
                         else None
                     ),
                 )
+        merged = self.view.route(url.path) if self.view is not None else None
+        if merged is not None:
+            return merged(query)
         response = handler(query)
         if url.path.startswith(CLIENT_PREFIX):
             self._allow_cross_origin(request, response)
@@ -300,6 +318,16 @@ class HttpEndpoints:
         if broker.reader is not None:
             document["reader"] = broker.reader
         unhealthy = bool(stopped) or restarting
+        if self.view is not None:
+            # One worker down is a server that serves part of its clients' work
+            # (their connections were cut): unhealthy until the supervisor restarted it.
+            down = self.view.down()
+            document["workers"] = self.view.identity.count
+            if down:
+                document["workers_down"] = down
+                if document["status"] == "ok":
+                    document["status"] = "degraded"
+                unhealthy = True
         status = http.HTTPStatus.SERVICE_UNAVAILABLE if unhealthy else http.HTTPStatus.OK
         return _json(status, document)
 

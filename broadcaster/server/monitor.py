@@ -87,6 +87,11 @@ class Monitor:
         hub = self.app.hub
         channel = hub.channels.get(STATS_CHANNEL)
         if channel is not None and channel.subscriptions:
+            view = self.app.http.view
+            if view is not None:  # a worker: every worker's document, merged
+                view.publish_stats(channel, top=self.stats_top, max_channels=STATS_CHANNELS)
+                self.stats_published += 1
+                return
             document = build_stats(
                 self.app, top=self.stats_top, sort="depth", max_channels=STATS_CHANNELS
             )

@@ -13,8 +13,9 @@ from broadcaster.metrics.exporter import REFUSAL_REASONS
 from broadcaster.server.app import Broadcaster
 from broadcaster.server.session import ClientSession
 from tests.conftest import ConnectRaw, StartServer
-from tests.support.clients import open_client
+from tests.support.clients import JsonClient, open_client
 from tests.support.raw_client import RawClient
+from tests.support.worker_processes import WorkersProcess, open_spread
 
 CONFIG = """
 [channels."slow"]
@@ -106,6 +107,7 @@ async def test_dashboard_sorts_and_aggregates_every_connection(
         "#conn-table tr[data-id]", "rows => rows.map(r => Number(r.dataset.id))"
     )
     assert ids == sorted(ids), "oldest first"
+    assert await page.is_hidden("#worker-th"), "one process: no worker column"
     assert await page.inner_text("#sorts button.on") == "age"
     counts = await page.get_attribute("#histogram svg", "data-counts")
     assert counts is not None
@@ -190,7 +192,7 @@ HEADER_OVERFLOWS = """() => {
   const out = [];
   for (const table of document.querySelectorAll("main table")) {
     const box = table.parentElement.getBoundingClientRect();
-    for (const th of table.querySelectorAll("thead th")) {
+    for (const th of table.querySelectorAll("thead th:not([hidden])")) {
       const r = th.getBoundingClientRect();
       if (r.left < Math.max(0, box.left) - 0.5 || r.right > Math.min(innerWidth, box.right) + 0.5)
         out.push(`${table.id}: "${th.textContent.trim()}" spans ${r.left}-${r.right}, ` +
@@ -239,3 +241,27 @@ async def test_dashboard_table_headers_fit_at_1280_px(
         await publisher
     await page.screenshot(path=str(artifacts / "dashboard-1280.png"))
     assert await page.evaluate(HEADER_OVERFLOWS) == []
+
+
+async def test_dashboard_shows_the_worker_of_each_connection(page: Page, tmp_path: Path) -> None:
+    """`serve --workers 2`: a worker column, and connections of both workers in it."""
+    server = await WorkersProcess(tmp_path, 2).start()
+    clients: list[JsonClient] = []
+    try:
+        clients = await open_spread(server, "tickers.demo")
+        await page.goto(f"http://127.0.0.1:{server.port}/dashboard")
+        await page.wait_for_function(
+            "() => new Set([...document.querySelectorAll('#conn-table tr[data-worker]')]"
+            ".map(r => r.dataset.worker)).size === 2"
+        )
+        assert await page.is_visible("#worker-th")
+        cells = await page.eval_on_selector_all(
+            "#conn-table td.worker", "cells => cells.map(c => c.textContent)"
+        )
+        assert set(cells) == {"0", "1"}
+        assert "2 workers" in await page.inner_text("#server-line")
+        assert await page.evaluate(HEADER_OVERFLOWS) == [], "the extra column fits at 1280 px"
+    finally:
+        for client in clients:
+            await client.close()
+        server.kill()
