@@ -167,6 +167,8 @@ class BusServer:
         self._dirty: list[_Worker] = []
         self.published = 0
         """Messages sequenced since start (for the benchmark and the logs)."""
+        self.draining = False
+        """Set by the supervisor when it stops every worker: a worker leaving then is expected."""
 
     async def start(self) -> None:
         """Listen on the Unix socket (a stale socket file of a dead bus is replaced)."""
@@ -279,7 +281,8 @@ class BusServer:
         if conn.index is None or self._conns.get(conn.index) is not conn:
             return
         self._forget(conn)
-        logger.warning("bus: worker %d disconnected (%d connected)", conn.index, len(self._conns))
+        log = logger.info if self.draining else logger.warning
+        log("bus: worker %d disconnected (%d connected)", conn.index, len(self._conns))
         self._announce()
 
     def _forget(self, conn: _Worker) -> None:

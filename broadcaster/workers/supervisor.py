@@ -42,12 +42,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from broadcaster.config import Config
 from broadcaster.workers.identity import WorkerIdentity
+
+if TYPE_CHECKING:
+    from broadcaster.workers.bus import BusServer
 from broadcaster.workers.worker import CONFIG_FILE
 
 __all__ = ["BACKOFF_MAX", "BACKOFF_START", "STABLE_AFTER", "Supervisor", "restart_delay"]
@@ -131,13 +134,13 @@ class Supervisor:
         bus = BusServer(WorkerIdentity(0, self.count, run_dir).bus_path, workers=self.count)
         await bus.start()
         try:
-            return await self._serve(stop)
+            return await self._serve(stop, bus)
         finally:
             await bus.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
-    async def _serve(self, stop: asyncio.Event) -> int:
+    async def _serve(self, stop: asyncio.Event, bus: BusServer) -> int:
         try:
             lines = await self._start_all(stop)
         except StartFailed as exc:
@@ -156,6 +159,7 @@ class Supervisor:
             await stop.wait()
         finally:
             self._stopping = True
+            bus.draining = True
             logger.info(
                 "shutting down: every worker drains up to %.1f s",
                 self.config.server.shutdown_timeout,

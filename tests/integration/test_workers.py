@@ -230,6 +230,7 @@ async def test_sigterm_drains_every_worker_and_exits_0(serve_workers: StartWorke
     assert not private_dir(run_dir)
     assert exited(pids.values())
     assert "Traceback" not in server.output()
+    assert "WARNING" not in server.output(), "an orderly stop warns of nothing"
 
 
 async def test_ctrl_c_stops_every_worker_quietly_with_exit_0(
