@@ -74,7 +74,15 @@ class WorkerView:
             }
             return orjson.dumps(document)
         if name == "metrics":
-            return self.app.metrics.render()
+            # The count lives in the supervisor's memory, handed to each new
+            # worker process; the merge labels it with `worker` like every sample.
+            restarts = (
+                "# HELP broadcaster_worker_restarts_total "
+                "Times the supervisor restarted this worker after it died.\n"
+                "# TYPE broadcaster_worker_restarts_total counter\n"
+                f"broadcaster_worker_restarts_total {self.restarts}\n"
+            )
+            return self.app.metrics.render() + restarts.encode()
         raise ValueError(f"unknown gather request {what!r}")
 
     # --- the merged view -----------------------------------------------------------

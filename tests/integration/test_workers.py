@@ -204,6 +204,9 @@ async def test_a_killed_worker_is_restarted_and_its_clients_recover(
         assert restarted["up"]
         assert restarted["pid"] != pids[1]
         assert restarted["restarts"] == 1
+        _, _, body = await http_get(server.port, "/metrics")
+        assert 'broadcaster_worker_restarts_total{worker="1"} 1.0' in body.decode()
+        assert 'broadcaster_worker_restarts_total{worker="0"} 0.0' in body.decode()
         assert f"worker 1 (pid {pids[1]}) exited with signal SIGKILL" in server.output()
         for _ in lost:
             fresh = await open_client(server.url)
