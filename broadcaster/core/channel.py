@@ -184,8 +184,16 @@ class Channel:
             latest[message.key] = message
             if len(latest) > SNAPSHOT_MAX_KEYS:
                 del latest[next(iter(latest))]
+        # `Subscription.push`'s fast path, inlined: one call less per delivery.
         for sub in self.subscriptions:
-            sub.push(message)
+            items = sub.items
+            if len(items) < sub.fast_limit:
+                items.append(message)
+                outbox = sub.outbox
+                if outbox.armed:
+                    outbox.schedule()
+            else:
+                sub.push(message)
 
     def snapshot(self) -> list[Message]:
         """The newest message of every key, in seq order (empty unless `snapshot = true`)."""
