@@ -29,7 +29,10 @@ owns the clock, records publish → write for it after the write.
 from __future__ import annotations
 
 import functools
+from bisect import bisect_left
 from collections.abc import Callable
+from itertools import accumulate
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,6 +52,9 @@ SAMPLE_EVERY = 32
 
 def _identity(payload: bytes) -> bytes:
     return payload
+
+
+_frame: Callable[[Message], bytes] = attrgetter("frame")
 
 
 class Outbox:
@@ -424,6 +430,24 @@ def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int, deflat
         return _take_deflated(sub, batch, limit, budget)
     items = sub.items
     index = sub.index
+    if items and not index and len(items) <= limit:
+        # Nothing to swap and no more than the limit: the frames are taken with
+        # C-level calls, not a Python loop per message.
+        frames = list(map(_frame, items))
+        used = sum(map(len, frames))
+        if used - len(frames[-1]) < budget:
+            # The loop below would take them all (the last may cross the budget).
+            batch += frames
+            items.clear()
+            return used
+        # Over the budget: up to and including the frame that reaches it.
+        ends = list(accumulate(map(len, frames)))
+        count = bisect_left(ends, budget) + 1
+        batch += frames[:count]
+        popleft = items.popleft
+        for _ in range(count):
+            popleft()
+        return ends[count - 1]
     popleft = items.popleft
     append = batch.append
     used = 0

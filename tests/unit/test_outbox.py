@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broadcaster.core.outbox import DEFAULT_WRITE_BUDGET, FramedOutbox, Outbox
 from broadcaster.core.policy import ChannelPolicy
@@ -252,6 +254,46 @@ def test_control_frames_do_not_use_the_budget() -> None:
     rig.outbox.send_control(orjson.dumps({"event": "pong", "pad": "x" * 1000}))
     rig.publish(1)
     assert [e["event"] for e in rig.flush()] == ["pong", "message"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pads=st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=20),
+    budget=st.integers(min_value=1, max_value=3000),
+    queue_size=st.integers(min_value=1, max_value=8),
+    preload=st.booleans(),
+)
+def test_each_batch_takes_frames_until_the_budget_is_reached(
+    pads: list[int], budget: int, queue_size: int, preload: bool
+) -> None:
+    """Whatever the frame sizes: a batch takes frames in order until their bytes reach
+    the budget or `queue_size` frames are taken, and every message arrives once.
+    Recovered messages (`preload`) may exceed the queue size: then the size binds."""
+    rig = Rig(ChannelPolicy(queue_size=queue_size if preload else 64), budget=budget)
+    messages = [rig.message(pad=pad) for pad in pads]
+    if preload:
+        rig.sub.preload(messages, 0.0)
+    else:
+        for message in messages:
+            rig.channel.fan_out(message)
+    sizes = {message.seq: len(message.frame) for message in messages}
+    seen: list[int] = []
+    for _ in range(len(pads)):
+        queued = rig.queued_seqs()
+        if not queued:
+            break
+        taken = data_seqs(rig.flush())
+        expected: list[int] = []
+        used = 0
+        for seq in queued[: rig.sub.queue_size]:
+            if expected and used >= budget:
+                break
+            expected.append(seq)
+            used += sizes[seq]
+        assert taken == expected
+        seen += taken
+    assert seen == sorted(sizes)
+    assert rig.sub.delivered == len(seen)
 
 
 def test_default_budget_is_tens_of_kilobytes() -> None:
