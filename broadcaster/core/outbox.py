@@ -36,6 +36,8 @@ from operator import attrgetter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from broadcaster.core.channel import Channel
     from broadcaster.core.message import Message
     from broadcaster.core.subscription import Subscription
@@ -207,6 +209,35 @@ class Outbox:
                 seg_starts.append(0)
                 self._last_batch = batch
                 return batch
+            count = len(items)
+            if (
+                count
+                and count <= sub.queue_size
+                and not (sub.mixed or sub.index or sub.preloaded or self.deflate)
+            ):
+                # Several messages that only fan-out appended: the same run of
+                # the channel's messages that its other subscribers that keep up
+                # hold, so the frames are taken once per channel (`_shared_frames`).
+                first = items[0]
+                channel = sub.channel
+                frames, used = _shared_frames(channel, items, first, count)
+                if used - len(frames[-1]) < self.budget:
+                    items.clear()
+                    self._countdown -= 1
+                    if self._countdown <= 0:
+                        self._countdown = SAMPLE_EVERY
+                        self.sample_channel = channel
+                        self.sample_created = first.created
+                    seg_subs.append(sub)
+                    seg_starts.append(0)
+                    self._last_batch = frames
+                    return frames
+        return self._take_all(now)
+
+    def _take_all(self, now: float) -> list[bytes]:
+        """`take_batch`'s general path: control, then every subscription in turn."""
+        seg_subs = self._seg_subs
+        seg_starts = self._seg_starts
         batch = self.control
         self.control = []
         if self.blocked or self.closed:
@@ -245,6 +276,8 @@ class Outbox:
                     self._more = True
             if sub.preloaded or sub.indexed:
                 sub.taken(len(batch) - start)
+            if sub.mixed and not items:
+                sub.mixed = False
             seg_subs.append(sub)
             seg_starts.append(start)
             if budget <= 0:
@@ -416,7 +449,32 @@ class FramedOutbox(Outbox):
                 seg_starts.append(0)
                 self._last_batch = batch
                 return batch
-        return super().take_batch(now)
+        self.scheduled = False
+        self.wake_at = None
+        self._more = False
+        self._seg_subs.clear()
+        self._seg_starts.clear()
+        return self._take_all(now)
+
+
+def _shared_frames(
+    channel: Channel, items: deque[Message], first: Message, count: int
+) -> tuple[list[bytes], int]:
+    """The frames of `items` and their bytes, made once for all subscriptions holding them.
+
+    Only for a queue that nothing but `Channel.fan_out`'s plain append has
+    filled since it was last empty (`Subscription.mixed` is False): such a
+    queue is a run of the channel's messages in fan-out order, so two of them
+    with the same first message and the same length hold the same messages.
+    The list is shared: nobody changes a batch once taken.
+    """
+    shared = channel.shared_frames
+    if shared is not None and shared[0] is first and shared[1] == count:
+        return shared[2], shared[3]
+    frames = list(map(_frame, items))
+    used = sum(map(len, frames))
+    channel.shared_frames = (first, count, frames, used)
+    return frames, used
 
 
 def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int, deflate: bool) -> int:

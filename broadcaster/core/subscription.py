@@ -69,6 +69,7 @@ class Subscription:
         "interval",
         "items",
         "max_rate",
+        "mixed",
         "needs_settle",
         "next_due",
         "outbox",
@@ -117,6 +118,10 @@ class Subscription:
             0, min(policy.high, policy.queue_size - (1 if self.blocking else 0)) - 1
         )
         self.items: deque[Message] = deque()
+        self.mixed = False
+        """Something other than fan-out's plain append put messages in the queue since
+        it was last empty (the strategy, a preload, a notice): `Outbox` may then not
+        take its frames from the channel's shared batch (`outbox._shared_frames`)."""
         self.index: dict[Hashable, list[Message]] = {}
         self.indexed = False
         self.preloaded = 0
@@ -164,6 +169,7 @@ class Subscription:
             if outbox.armed:
                 outbox.schedule()
             return
+        self.mixed = True
         wake = self._push_slow(message)
         depth = len(items) + self.in_transport
         if depth >= self.rise_at:
@@ -207,6 +213,7 @@ class Subscription:
         """
         if not messages:
             return
+        self.mixed = True
         self.items.extend(messages)
         self.preloaded += len(messages)
         if self.blocking and not self.full and self.depth >= self.queue_size:
@@ -233,6 +240,7 @@ class Subscription:
         if self.index:
             self._settle_slots()
         self.indexed = False
+        self.mixed = True
         self.items.append(message)
         self.preloaded = len(self.items)
         if self.conflates:
@@ -330,6 +338,7 @@ class Subscription:
             self.channel.counters.count_dropped(DropReason.DISCONNECTED, lost)
             self.dropped += lost
         self.items.clear()
+        self.mixed = False
         self.index.clear()
         self.preloaded = 0
         if self.interval:

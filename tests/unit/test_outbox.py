@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from broadcaster.core.outbox import DEFAULT_WRITE_BUDGET, FramedOutbox, Outbox
 from broadcaster.core.policy import ChannelPolicy
 from broadcaster.core.strategies import Strategy
-from tests.unit.support import Rig, data_seqs
+from tests.unit.support import Rig, data_seqs, make_message
 
 PONG = orjson.dumps({"event": "pong"})
 
@@ -203,6 +203,72 @@ def test_outbox_depth_sums_its_subscriptions() -> None:
     a.publish(2)
     b.publish(3)
     assert a.outbox.depth == 5
+
+
+# --- the frames shared by subscribers that keep up ---------------------------------
+
+
+def test_subscribers_that_keep_up_get_the_same_run_of_messages() -> None:
+    """Several messages per batch: every connection gets all of them, in order, and its
+    deliveries are counted (the frames are taken once for all of them)."""
+    rig = Rig()
+    other = rig.add_connection(2)
+    rig.publish(3)
+    assert data_seqs(rig.flush()) == [1, 2, 3]
+    assert data_seqs(other.flush()) == [1, 2, 3]
+    assert rig.outbox.take_batch() == []
+    assert rig.sub.delivered == 3
+    assert rig.channel.counters.delivered == 6
+
+
+def test_a_later_subscriber_gets_only_its_own_run() -> None:
+    """A connection that subscribed mid-burst holds a shorter run: it is not given
+    the frames taken for the longer one."""
+    rig = Rig()
+    rig.publish(2)
+    late = rig.add_connection(2)
+    rig.publish(2)
+    assert data_seqs(rig.flush()) == [1, 2, 3, 4]
+    assert data_seqs(late.flush()) == [3, 4]
+
+
+def test_a_queue_with_a_gap_is_not_given_the_shared_run() -> None:
+    """A queue with the same first message and length as another's, but with a message
+    dropped in between (drop-newest on a full queue), gets its own messages."""
+    rig = Rig(ChannelPolicy(strategy=Strategy.DROP_NEWEST, queue_size=8))
+    frame_size = len(make_message("c", 3).frame)
+    behind = rig.add_connection(2, budget=6 * frame_size)
+    rig.publish(2)
+    rig.flush()
+    behind.flush()
+    rig.publish(6)  # 3..8
+    rig.flush()
+    rig.publish(2)  # 9, 10: `behind` holds 3..10, full
+    rig.publish(1)  # 11: dropped for `behind`
+    assert data_seqs(rig.flush()) == [9, 10, 11]
+    # The budget leaves 9 and 10 queued; the transport keeps the last frame, so
+    # the resume goes out alone, then the transport drains: no control pending.
+    assert data_seqs(behind.flush(unsent=1)) == [3, 4, 5, 6, 7, 8]
+    assert [e["event"] for e in behind.flush()] == ["flow.resume"]
+    behind.outbox.transport_drained()
+    rig.publish(1)  # 12
+    assert data_seqs(behind.flush()) == [9, 10, 12]
+    assert data_seqs(rig.flush()) == [12]
+
+
+def test_recovered_messages_are_not_taken_as_the_shared_run() -> None:
+    """A preloaded queue (recovered messages) that starts with the same message as
+    another's run, and is as long, is taken as it is."""
+    rig = Rig()
+    sent = rig.publish(3)
+    assert data_seqs(rig.flush()) == [1, 2, 3]
+    late = rig.add_connection(2)
+    late_sub = late.outbox.subscriptions["c"]
+    third = make_message("c", 3, pad=5)  # another object for seq 3 (e.g. a snapshot)
+    late_sub.preload([sent[0], sent[1], third], 0.0)
+    events = late.flush()
+    assert data_seqs(events) == [1, 2, 3]
+    assert events[2]["data"]["pad"] == "xxxxx"
 
 
 # --- the write budget ---------------------------------------------------------------
