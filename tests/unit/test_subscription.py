@@ -85,7 +85,8 @@ def test_a_resumed_subscriber_pauses_again_at_the_watermark() -> None:
     rig = Rig(ChannelPolicy(queue_size=8, high_watermark=3, low_watermark=1))
     rig.publish(3)
     events = rig.conn.flush_holding(1)
-    assert not rig.sub.flow.paused and rig.sub.depth == 1
+    assert not rig.sub.flow.paused
+    assert rig.sub.depth == 1
     rig.publish(1)
     assert not rig.sub.flow.paused
     rig.publish(1)
