@@ -109,7 +109,7 @@ class Channel:
         "on_room",
         "pins",
         "policy",
-        "shared_frames",
+        "shared_run",
         "subscriptions",
     )
 
@@ -136,10 +136,10 @@ class Channel:
         self.full_count = 0
         self.pins = 0
         self.on_room: Callable[[Channel], None] | None = None
-        self.shared_frames: tuple[Message, int, list[bytes], int] | None = None
-        """The frames of the last run of messages taken for a subscriber (first message,
-        count, frames, bytes), reused by the next subscriber holding the same run
-        (core/outbox.py `_shared_frames`)."""
+        self.shared_run: tuple[Message, int, list[bytes], int, bytes] | None = None
+        """The last run of messages taken for a subscriber (first message, count,
+        frames, bytes, the frames joined), reused by the next subscriber holding the
+        same run (core/outbox.py `_shared_run`)."""
         self.latest: dict[Hashable, Message] | None = {} if policy.snapshot else None
         """Snapshot channels: the newest message of every key (last-value cache)."""
         self._key_path: tuple[str, ...] = (

@@ -57,6 +57,8 @@ def _identity(payload: bytes) -> bytes:
 
 
 _frame: Callable[[Message], bytes] = attrgetter("frame")
+# The last batch of an outbox between writes: an empty list that nobody changes.
+_NOTHING: list[bytes] = []
 
 
 class Outbox:
@@ -69,6 +71,7 @@ class Outbox:
         "_last_batch",
         "_more",
         "_on_schedule",
+        "_one",
         "_seg_starts",
         "_seg_subs",
         "_take",
@@ -80,6 +83,7 @@ class Outbox:
         "control",
         "deflate",
         "id",
+        "joined",
         "sample_channel",
         "sample_created",
         "scheduled",
@@ -123,7 +127,12 @@ class Outbox:
         self._write_now = write_now
         self._seg_subs: list[Subscription] = []
         self._seg_starts: list[int] = []
-        self._last_batch: list[bytes] = []
+        self._one: Subscription | None = None
+        """The last batch was this subscription's data alone (else `_seg_subs` says)."""
+        self._last_batch: list[bytes] = _NOTHING
+        self.joined: bytes | None = None
+        """The last batch's frames already joined, when it is a run shared with other
+        connections (`take_batch`): the adapter writes it instead of joining again."""
         self.timed = 0
         """Rate-capped subscriptions: only then does `take_batch` need the time."""
         self.wake_at: float | None = None
@@ -176,21 +185,20 @@ class Outbox:
         what can end up held in the transport never exceeds a queue. `now`
         matters only to rate-capped subscriptions (`max_rate`): one message
         leaves each of them per interval; `wake_at` says when the next is due.
+        The list returned may be shared with other outboxes: it is never changed.
+        `joined` is then its frames joined (else None), made once for all of them.
         """
         self.scheduled = False
         self.wake_at = None
         self._more = False
-        seg_subs = self._seg_subs
-        seg_starts = self._seg_starts
-        seg_subs.clear()
-        seg_starts.clear()
         subs = self.subscriptions
         if len(subs) == 1 and not (self.control or self.blocked or self.closed or self.timed):
-            # The common case of a subscriber that keeps up: one message of one
-            # subscription (the general loop below gives the same result).
+            # The common case of a subscriber that keeps up: one subscription's
+            # messages, all of them (the general path gives the same result).
             (sub,) = subs.values()
             items = sub.items
-            if len(items) == 1 and not sub.index and not sub.preloaded:
+            count = len(items)
+            if count == 1 and not sub.index and not sub.preloaded:
                 message = items.popleft()
                 self._countdown -= 1
                 if self._countdown <= 0:
@@ -205,11 +213,10 @@ class Outbox:
                     batch = [frame]
                 else:
                     batch = [message.frame]
-                seg_subs.append(sub)
-                seg_starts.append(0)
+                self._one = sub
+                self.joined = None
                 self._last_batch = batch
                 return batch
-            count = len(items)
             if (
                 count
                 and count <= sub.queue_size
@@ -217,10 +224,10 @@ class Outbox:
             ):
                 # Several messages that only fan-out appended: the same run of
                 # the channel's messages that its other subscribers that keep up
-                # hold, so the frames are taken once per channel (`_shared_frames`).
+                # hold, so the frames are taken once per channel (`_shared_run`).
                 first = items[0]
                 channel = sub.channel
-                frames, used = _shared_frames(channel, items, first, count)
+                frames, used, joined = _shared_run(channel, items, first, count)
                 if used - len(frames[-1]) < self.budget:
                     items.clear()
                     self._countdown -= 1
@@ -228,16 +235,20 @@ class Outbox:
                         self._countdown = SAMPLE_EVERY
                         self.sample_channel = channel
                         self.sample_created = first.created
-                    seg_subs.append(sub)
-                    seg_starts.append(0)
+                    self._one = sub
+                    self.joined = joined
                     self._last_batch = frames
                     return frames
         return self._take_all(now)
 
     def _take_all(self, now: float) -> list[bytes]:
         """`take_batch`'s general path: control, then every subscription in turn."""
+        self._one = None
+        self.joined = None
         seg_subs = self._seg_subs
         seg_starts = self._seg_starts
+        seg_subs.clear()
+        seg_starts.clear()
         batch = self.control
         self.control = []
         if self.blocked or self.closed:
@@ -295,19 +306,32 @@ class Outbox:
         """
         if self.closed:
             return
+        one = self._one
+        if one is not None:
+            # The batch was one subscription's messages and nothing else (take_batch).
+            self._one = None
+            if unsent == 0:
+                # The common case: all taken by the kernel.
+                sent = len(self._last_batch)
+                one.delivered += sent
+                one.channel.counters.delivered += sent
+                if one.needs_settle:
+                    one.settle()
+                self._last_batch = _NOTHING
+                if not self.scheduled:
+                    # Not blocked (a blocked outbox takes no data), all data taken.
+                    if self.control:
+                        self.schedule()
+                    else:
+                        self.armed = True
+                return
+            self._seg_subs[:] = (one,)
+            self._seg_starts[:] = (0,)
         seg_subs = self._seg_subs
         if unsent > 0 and not self.blocked:
             self.blocked = True
             self._pressure()
-        if len(seg_subs) == 1 and unsent == 0:
-            # The common case: one subscription's messages, all taken by the kernel.
-            sub = seg_subs[0]
-            sent = len(self._last_batch) - self._seg_starts[0]
-            sub.delivered += sent
-            sub.channel.counters.delivered += sent
-            if sub.needs_settle:
-                sub.settle()
-        elif seg_subs:
+        if seg_subs:
             held = self._attribute_tail(unsent) if unsent > 0 else None
             batch_end = len(self._last_batch)
             for i, sub in enumerate(seg_subs):
@@ -322,7 +346,7 @@ class Outbox:
                 if sub.needs_settle:
                     sub.settle()
         seg_subs.clear()
-        self._last_batch = []
+        self._last_batch = _NOTHING
         self._rearm()
 
     def transport_drained(self) -> None:
@@ -347,6 +371,7 @@ class Outbox:
         self.closed = True
         self.armed = False
         self.control = []
+        self._one = None
         subs = list(self.subscriptions.values())
         self.subscriptions.clear()
         return subs
@@ -432,10 +457,6 @@ class FramedOutbox(Outbox):
                 self.scheduled = False
                 self.wake_at = None
                 self._more = False
-                seg_subs = self._seg_subs
-                seg_starts = self._seg_starts
-                seg_subs.clear()
-                seg_starts.clear()
                 message = items.popleft()
                 self._countdown -= 1
                 if self._countdown <= 0:
@@ -445,22 +466,20 @@ class FramedOutbox(Outbox):
                 frame_of = self._frame_of
                 assert frame_of is not None
                 batch = [frame_of(message, sub.channel)]
-                seg_subs.append(sub)
-                seg_starts.append(0)
+                self._one = sub
                 self._last_batch = batch
                 return batch
         self.scheduled = False
         self.wake_at = None
         self._more = False
-        self._seg_subs.clear()
-        self._seg_starts.clear()
         return self._take_all(now)
 
 
-def _shared_frames(
+def _shared_run(
     channel: Channel, items: deque[Message], first: Message, count: int
-) -> tuple[list[bytes], int]:
-    """The frames of `items` and their bytes, made once for all subscriptions holding them.
+) -> tuple[list[bytes], int, bytes]:
+    """The frames of `items`, their bytes and the frames joined, made once for all
+    subscriptions holding them.
 
     Only for a queue that nothing but `Channel.fan_out`'s plain append has
     filled since it was last empty (`Subscription.mixed` is False): such a
@@ -468,13 +487,13 @@ def _shared_frames(
     with the same first message and the same length hold the same messages.
     The list is shared: nobody changes a batch once taken.
     """
-    shared = channel.shared_frames
+    shared = channel.shared_run
     if shared is not None and shared[0] is first and shared[1] == count:
-        return shared[2], shared[3]
+        return shared[2], shared[3], shared[4]
     frames = list(map(_frame, items))
-    used = sum(map(len, frames))
-    channel.shared_frames = (first, count, frames, used)
-    return frames, used
+    joined = b"".join(frames)
+    channel.shared_run = (first, count, frames, len(joined), joined)
+    return frames, len(joined), joined
 
 
 def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int, deflate: bool) -> int:

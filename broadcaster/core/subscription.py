@@ -121,7 +121,7 @@ class Subscription:
         self.mixed = False
         """Something other than fan-out's plain append put messages in the queue since
         it was last empty (the strategy, a preload, a notice): `Outbox` may then not
-        take its frames from the channel's shared batch (`outbox._shared_frames`)."""
+        take its frames from the channel's shared run (`outbox._shared_run`)."""
         self.index: dict[Hashable, list[Message]] = {}
         self.indexed = False
         self.preloaded = 0

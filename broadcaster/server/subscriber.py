@@ -175,7 +175,8 @@ class Subscriber:
         batch = outbox.take_batch(self.loop.time() if outbox.timed else 0.0)
         if batch and self._open:
             transport = self._transport
-            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            # A run shared with other subscribers comes joined already (core/outbox.py).
+            data = outbox.joined or (batch[0] if len(batch) == 1 else b"".join(batch))
             transport.write(data)
             outbox.wire_bytes += len(data)
             outbox.written(transport.get_write_buffer_size())

@@ -221,6 +221,21 @@ def test_subscribers_that_keep_up_get_the_same_run_of_messages() -> None:
     assert rig.channel.counters.delivered == 6
 
 
+def test_a_shared_run_comes_joined_and_anything_else_does_not() -> None:
+    """`joined` is the batch's frames joined when the batch is a shared run (the adapter
+    writes it as it is), and None for a batch the adapter must join itself."""
+    rig = Rig()
+    rig.publish(3)
+    batch = rig.outbox.take_batch()
+    assert rig.outbox.joined == b"".join(batch)
+    rig.outbox.written(0)
+    rig.outbox.send_control(PONG)
+    rig.publish(2)
+    batch = rig.outbox.take_batch()
+    assert len(batch) == 3
+    assert rig.outbox.joined is None
+
+
 def test_a_later_subscriber_gets_only_its_own_run() -> None:
     """A connection that subscribed mid-burst holds a shorter run: it is not given
     the frames taken for the longer one."""
