@@ -57,8 +57,11 @@ def _identity(payload: bytes) -> bytes:
 
 
 _frame: Callable[[Message], bytes] = attrgetter("frame")
-# The last batch of an outbox between writes: an empty list that nobody changes.
+# Empty lists that nobody changes, shared by every outbox: the last batch between
+# writes, no control frames waiting, no batch segments (an idle connection holds none).
 _NOTHING: list[bytes] = []
+_NO_SUBSCRIPTIONS: list[Subscription] = []
+_NO_STARTS: list[int] = []
 
 
 class Outbox:
@@ -107,7 +110,8 @@ class Outbox:
         `deflate` (`FramedOutbox`: other bytes)."""
         self.id = id
         self.subscriptions: dict[str, Subscription] = {}
-        self.control: list[bytes] = []
+        self.control: list[bytes] = _NOTHING
+        """Control frames waiting (a list of its own once there is one: `send_control`)."""
         self.scheduled = False
         """In the adapter's flush list for this loop iteration."""
         self.blocked = False
@@ -125,8 +129,10 @@ class Outbox:
         self._take: Callable[[Subscription, list[bytes], int, int, bool], int] = _take
         self._on_schedule = on_schedule
         self._write_now = write_now
-        self._seg_subs: list[Subscription] = []
-        self._seg_starts: list[int] = []
+        # The general path's batch segments: which subscription's messages start where
+        # (lists of their own from the first general batch; an idle connection has none).
+        self._seg_subs: list[Subscription] = _NO_SUBSCRIPTIONS
+        self._seg_starts: list[int] = _NO_STARTS
         self._one: Subscription | None = None
         """The last batch was this subscription's data alone (else `_seg_subs` says)."""
         self._last_batch: list[bytes] = _NOTHING
@@ -171,7 +177,12 @@ class Outbox:
         """Queue a control event ahead of all data; it is never dropped."""
         if self.closed:
             return
-        self.control.append(self._framer(payload))
+        frame = self._framer(payload)
+        control = self.control
+        if control:
+            control.append(frame)
+        else:
+            self.control = [frame]
         self.schedule()
 
     def has_data(self) -> bool:
@@ -245,12 +256,12 @@ class Outbox:
         """`take_batch`'s general path: control, then every subscription in turn."""
         self._one = None
         self.joined = None
-        seg_subs = self._seg_subs
-        seg_starts = self._seg_starts
-        seg_subs.clear()
-        seg_starts.clear()
-        batch = self.control
-        self.control = []
+        seg_subs: list[Subscription] = []
+        seg_starts: list[int] = []
+        self._seg_subs = seg_subs
+        self._seg_starts = seg_starts
+        batch = self.control or []
+        self.control = _NOTHING
         if self.blocked or self.closed:
             self._last_batch = batch
             return batch
@@ -325,8 +336,8 @@ class Outbox:
                     else:
                         self.armed = True
                 return
-            self._seg_subs[:] = (one,)
-            self._seg_starts[:] = (0,)
+            self._seg_subs = [one]
+            self._seg_starts = [0]
         seg_subs = self._seg_subs
         if unsent > 0 and not self.blocked:
             self.blocked = True
@@ -345,7 +356,8 @@ class Outbox:
                     sub.needs_settle = True
                 if sub.needs_settle:
                     sub.settle()
-        seg_subs.clear()
+        self._seg_subs = _NO_SUBSCRIPTIONS
+        self._seg_starts = _NO_STARTS
         self._last_batch = _NOTHING
         self._rearm()
 
@@ -370,7 +382,7 @@ class Outbox:
         """Stop writing; return the subscriptions so the hub can detach and free them."""
         self.closed = True
         self.armed = False
-        self.control = []
+        self.control = _NOTHING
         self._one = None
         subs = list(self.subscriptions.values())
         self.subscriptions.clear()

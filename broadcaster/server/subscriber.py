@@ -94,6 +94,34 @@ class Subscriber:
     WebSocket frame), and implements `keepalive` and `_send_end`.
     """
 
+    # Slots, not an instance dict: one per connection, and an idle connection's
+    # bytes count (S4 in BENCHMARKS.md). A subclass that declares none gets a dict.
+    __slots__ = (
+        "_abort_handle",
+        "_abuse",
+        "_blocked_on",
+        "_drained",
+        "_expiry",
+        "_lingering",
+        "_open",
+        "_rate_timer",
+        "_run_task",
+        "_transport",
+        "app",
+        "channel_budget",
+        "closing",
+        "connected_at",
+        "connected_mono",
+        "grant",
+        "id",
+        "ip",
+        "last_ping",
+        "limiter",
+        "loop",
+        "outbox",
+        "remote",
+    )
+
     transport_name = "websocket"
     """What /stats, the dashboard and metrics call this transport."""
 
