@@ -151,7 +151,13 @@ async def run_scenario(
     async with start_target(spec, scenario, pin=options.pin) as target:
         data = RunData(scenario=scenario, target=target, label=options.label or spec.label)
         data.started_at = started_at
-        sampler = Sampler(pid=target.pid or options.server_pid, http_base=target.http_base)
+        # Idle scenarios measure memory per connection: polling /stats there (a document
+        # built over every connection, each second) would add its transient allocations
+        # to the server's RSS, and only broadcaster serves it. No queue depth to plot.
+        sampler = Sampler(
+            pid=target.pid or options.server_pid,
+            http_base=None if scenario.idle else target.http_base,
+        )
         data.sampler = sampler
         sampler.start()
         data.rss_marks["before_connect"] = _rss(sampler)
