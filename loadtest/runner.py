@@ -151,10 +151,16 @@ async def run_scenario(
     async with start_target(spec, scenario, pin=options.pin) as target:
         data = RunData(scenario=scenario, target=target, label=options.label or spec.label)
         data.started_at = started_at
-        sampler = Sampler(pid=target.pid or options.server_pid, http_base=target.http_base)
+        # Idle scenarios measure memory per connection: polling /stats there (a document
+        # built over every connection, each second) would add its transient allocations
+        # to the server's RSS, and only broadcaster serves it. No queue depth to plot.
+        sampler = Sampler(
+            pid=target.pid or options.server_pid,
+            http_base=None if scenario.idle else target.http_base,
+        )
         data.sampler = sampler
         sampler.start()
-        data.rss_marks["before_connect"] = _rss(sampler)
+        data.rss_marks["before_connect"] = await _settled_rss(sampler)
         plans = _plans(scenario, target.url, connect_wait, options.subscribe_urls, spec.client)
         board = Board(len(plans), scenario.channels)
         pool = WorkerPool(plans, board)
@@ -279,6 +285,26 @@ async def _publish_phase(
 def _rss(sampler: Sampler) -> int | None:
     point = sampler.sample_now()
     return point.rss_bytes if point is not None else None
+
+
+async def _settled_rss(
+    sampler: Sampler, *, within: int = 64 * 1024, step: float = 0.25, limit: float = 10.0
+) -> int | None:
+    """The server's RSS once start-up has finished growing it.
+
+    A server may still be starting when its port accepts: broadcaster opens
+    its HTTP API (and imports aiohttp, ~13 MB) after the WebSocket port. Read
+    too early, that import would be charged to the connections opened next
+    (~1 KB each of S4's 10,000).
+    """
+    last = _rss(sampler)
+    for _ in range(round(limit / step)):
+        await asyncio.sleep(step)
+        now = _rss(sampler)
+        if last is None or now is None or abs(now - last) < within:
+            return now
+        last = now
+    return last
 
 
 def _log_tail(path: os.PathLike[str] | None, lines: int = 30) -> list[str]:

@@ -29,10 +29,15 @@ owns the clock, records publish → write for it after the write.
 from __future__ import annotations
 
 import functools
+from bisect import bisect_left
 from collections.abc import Callable
+from itertools import accumulate
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from broadcaster.core.channel import Channel
     from broadcaster.core.message import Message
     from broadcaster.core.subscription import Subscription
@@ -51,6 +56,14 @@ def _identity(payload: bytes) -> bytes:
     return payload
 
 
+_frame: Callable[[Message], bytes] = attrgetter("frame")
+# Empty lists that nobody changes, shared by every outbox: the last batch between
+# writes, no control frames waiting, no batch segments (an idle connection holds none).
+_NOTHING: list[bytes] = []
+_NO_SUBSCRIPTIONS: list[Subscription] = []
+_NO_STARTS: list[int] = []
+
+
 class Outbox:
     """One connection's subscriptions and pending control frames, written in joined batches."""
 
@@ -61,6 +74,7 @@ class Outbox:
         "_last_batch",
         "_more",
         "_on_schedule",
+        "_one",
         "_seg_starts",
         "_seg_subs",
         "_take",
@@ -72,6 +86,7 @@ class Outbox:
         "control",
         "deflate",
         "id",
+        "joined",
         "sample_channel",
         "sample_created",
         "scheduled",
@@ -95,7 +110,8 @@ class Outbox:
         `deflate` (`FramedOutbox`: other bytes)."""
         self.id = id
         self.subscriptions: dict[str, Subscription] = {}
-        self.control: list[bytes] = []
+        self.control: list[bytes] = _NOTHING
+        """Control frames waiting (a list of its own once there is one: `send_control`)."""
         self.scheduled = False
         """In the adapter's flush list for this loop iteration."""
         self.blocked = False
@@ -113,9 +129,16 @@ class Outbox:
         self._take: Callable[[Subscription, list[bytes], int, int, bool], int] = _take
         self._on_schedule = on_schedule
         self._write_now = write_now
-        self._seg_subs: list[Subscription] = []
-        self._seg_starts: list[int] = []
-        self._last_batch: list[bytes] = []
+        # The general path's batch segments: which subscription's messages start where
+        # (lists of their own from the first general batch; an idle connection has none).
+        self._seg_subs: list[Subscription] = _NO_SUBSCRIPTIONS
+        self._seg_starts: list[int] = _NO_STARTS
+        self._one: Subscription | None = None
+        """The last batch was this subscription's data alone (else `_seg_subs` says)."""
+        self._last_batch: list[bytes] = _NOTHING
+        self.joined: bytes | None = None
+        """The last batch's frames already joined, when it is a run shared with other
+        connections (`take_batch`): the adapter writes it instead of joining again."""
         self.timed = 0
         """Rate-capped subscriptions: only then does `take_batch` need the time."""
         self.wake_at: float | None = None
@@ -154,7 +177,12 @@ class Outbox:
         """Queue a control event ahead of all data; it is never dropped."""
         if self.closed:
             return
-        self.control.append(self._framer(payload))
+        frame = self._framer(payload)
+        control = self.control
+        if control:
+            control.append(frame)
+        else:
+            self.control = [frame]
         self.schedule()
 
     def has_data(self) -> bool:
@@ -168,21 +196,20 @@ class Outbox:
         what can end up held in the transport never exceeds a queue. `now`
         matters only to rate-capped subscriptions (`max_rate`): one message
         leaves each of them per interval; `wake_at` says when the next is due.
+        The list returned may be shared with other outboxes: it is never changed.
+        `joined` is then its frames joined (else None), made once for all of them.
         """
         self.scheduled = False
         self.wake_at = None
         self._more = False
-        seg_subs = self._seg_subs
-        seg_starts = self._seg_starts
-        seg_subs.clear()
-        seg_starts.clear()
         subs = self.subscriptions
         if len(subs) == 1 and not (self.control or self.blocked or self.closed or self.timed):
-            # The common case of a subscriber that keeps up: one message of one
-            # subscription (the general loop below gives the same result).
+            # The common case of a subscriber that keeps up: one subscription's
+            # messages, all of them (the general path gives the same result).
             (sub,) = subs.values()
             items = sub.items
-            if len(items) == 1 and not sub.index and not sub.preloaded:
+            count = len(items)
+            if count == 1 and not sub.index and not sub.preloaded:
                 message = items.popleft()
                 self._countdown -= 1
                 if self._countdown <= 0:
@@ -197,12 +224,44 @@ class Outbox:
                     batch = [frame]
                 else:
                     batch = [message.frame]
-                seg_subs.append(sub)
-                seg_starts.append(0)
+                self._one = sub
+                self.joined = None
                 self._last_batch = batch
                 return batch
-        batch = self.control
-        self.control = []
+            if (
+                count
+                and count <= sub.queue_size
+                and not (sub.mixed or sub.index or sub.preloaded or self.deflate)
+            ):
+                # Several messages that only fan-out appended: the same run of
+                # the channel's messages that its other subscribers that keep up
+                # hold, so the frames are taken once per channel (`_shared_run`).
+                first = items[0]
+                channel = sub.channel
+                frames, used, joined = _shared_run(channel, items, first, count)
+                if used - len(frames[-1]) < self.budget:
+                    items.clear()
+                    self._countdown -= 1
+                    if self._countdown <= 0:
+                        self._countdown = SAMPLE_EVERY
+                        self.sample_channel = channel
+                        self.sample_created = first.created
+                    self._one = sub
+                    self.joined = joined
+                    self._last_batch = frames
+                    return frames
+        return self._take_all(now)
+
+    def _take_all(self, now: float) -> list[bytes]:
+        """`take_batch`'s general path: control, then every subscription in turn."""
+        self._one = None
+        self.joined = None
+        seg_subs: list[Subscription] = []
+        seg_starts: list[int] = []
+        self._seg_subs = seg_subs
+        self._seg_starts = seg_starts
+        batch = self.control or []
+        self.control = _NOTHING
         if self.blocked or self.closed:
             self._last_batch = batch
             return batch
@@ -239,6 +298,8 @@ class Outbox:
                     self._more = True
             if sub.preloaded or sub.indexed:
                 sub.taken(len(batch) - start)
+            if sub.mixed and not items:
+                sub.mixed = False
             seg_subs.append(sub)
             seg_starts.append(start)
             if budget <= 0:
@@ -256,19 +317,32 @@ class Outbox:
         """
         if self.closed:
             return
+        one = self._one
+        if one is not None:
+            # The batch was one subscription's messages and nothing else (take_batch).
+            self._one = None
+            if unsent == 0:
+                # The common case: all taken by the kernel.
+                sent = len(self._last_batch)
+                one.delivered += sent
+                one.channel.counters.delivered += sent
+                if one.needs_settle:
+                    one.settle()
+                self._last_batch = _NOTHING
+                if not self.scheduled:
+                    # Not blocked (a blocked outbox takes no data), all data taken.
+                    if self.control:
+                        self.schedule()
+                    else:
+                        self.armed = True
+                return
+            self._seg_subs = [one]
+            self._seg_starts = [0]
         seg_subs = self._seg_subs
         if unsent > 0 and not self.blocked:
             self.blocked = True
             self._pressure()
-        if len(seg_subs) == 1 and unsent == 0:
-            # The common case: one subscription's messages, all taken by the kernel.
-            sub = seg_subs[0]
-            sent = len(self._last_batch) - self._seg_starts[0]
-            sub.delivered += sent
-            sub.channel.counters.delivered += sent
-            if sub.needs_settle:
-                sub.settle()
-        elif seg_subs:
+        if seg_subs:
             held = self._attribute_tail(unsent) if unsent > 0 else None
             batch_end = len(self._last_batch)
             for i, sub in enumerate(seg_subs):
@@ -282,8 +356,9 @@ class Outbox:
                     sub.needs_settle = True
                 if sub.needs_settle:
                     sub.settle()
-        seg_subs.clear()
-        self._last_batch = []
+        self._seg_subs = _NO_SUBSCRIPTIONS
+        self._seg_starts = _NO_STARTS
+        self._last_batch = _NOTHING
         self._rearm()
 
     def transport_drained(self) -> None:
@@ -307,7 +382,8 @@ class Outbox:
         """Stop writing; return the subscriptions so the hub can detach and free them."""
         self.closed = True
         self.armed = False
-        self.control = []
+        self.control = _NOTHING
+        self._one = None
         subs = list(self.subscriptions.values())
         self.subscriptions.clear()
         return subs
@@ -393,10 +469,6 @@ class FramedOutbox(Outbox):
                 self.scheduled = False
                 self.wake_at = None
                 self._more = False
-                seg_subs = self._seg_subs
-                seg_starts = self._seg_starts
-                seg_subs.clear()
-                seg_starts.clear()
                 message = items.popleft()
                 self._countdown -= 1
                 if self._countdown <= 0:
@@ -406,11 +478,34 @@ class FramedOutbox(Outbox):
                 frame_of = self._frame_of
                 assert frame_of is not None
                 batch = [frame_of(message, sub.channel)]
-                seg_subs.append(sub)
-                seg_starts.append(0)
+                self._one = sub
                 self._last_batch = batch
                 return batch
-        return super().take_batch(now)
+        self.scheduled = False
+        self.wake_at = None
+        self._more = False
+        return self._take_all(now)
+
+
+def _shared_run(
+    channel: Channel, items: deque[Message], first: Message, count: int
+) -> tuple[list[bytes], int, bytes]:
+    """The frames of `items`, their bytes and the frames joined, made once for all
+    subscriptions holding them.
+
+    Only for a queue that nothing but `Channel.fan_out`'s plain append has
+    filled since it was last empty (`Subscription.mixed` is False): such a
+    queue is a run of the channel's messages in fan-out order, so two of them
+    with the same first message and the same length hold the same messages.
+    The list is shared: nobody changes a batch once taken.
+    """
+    shared = channel.shared_run
+    if shared is not None and shared[0] is first and shared[1] == count:
+        return shared[2], shared[3], shared[4]
+    frames = list(map(_frame, items))
+    joined = b"".join(frames)
+    channel.shared_run = (first, count, frames, len(joined), joined)
+    return frames, len(joined), joined
 
 
 def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int, deflate: bool) -> int:
@@ -424,6 +519,24 @@ def _take(sub: Subscription, batch: list[bytes], limit: int, budget: int, deflat
         return _take_deflated(sub, batch, limit, budget)
     items = sub.items
     index = sub.index
+    if items and not index and len(items) <= limit:
+        # Nothing to swap and no more than the limit: the frames are taken with
+        # C-level calls, not a Python loop per message.
+        frames = list(map(_frame, items))
+        used = sum(map(len, frames))
+        if used - len(frames[-1]) < budget:
+            # The loop below would take them all (the last may cross the budget).
+            batch += frames
+            items.clear()
+            return used
+        # Over the budget: up to and including the frame that reaches it.
+        ends = list(accumulate(map(len, frames)))
+        count = bisect_left(ends, budget) + 1
+        batch += frames[:count]
+        popleft = items.popleft
+        for _ in range(count):
+            popleft()
+        return ends[count - 1]
     popleft = items.popleft
     append = batch.append
     used = 0

@@ -1,9 +1,11 @@
 """One (connection, channel) subscription: its bounded queue and its flow state.
 
-`push` is the fan-out hot path: for a subscriber that keeps up it is one
-length check, one append, one comparison against the next watermark and one
-flag check. Everything else (strategies, watermark crossings, the slow-consumer
-clock) happens only when the queue has a backlog.
+`push` is the fan-out hot path (`Channel.fan_out` inlines its fast path):
+for a subscriber that keeps up it is one length check against `fast_limit`
+(which folds in the strategy's limit, the flush-now threshold and the next
+watermark), one append and one flag check. Everything else (strategies,
+watermark crossings, the slow-consumer clock) happens only when the queue has
+a backlog.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Subscription:
         "interval",
         "items",
         "max_rate",
+        "mixed",
         "needs_settle",
         "next_due",
         "outbox",
@@ -115,6 +118,10 @@ class Subscription:
             0, min(policy.high, policy.queue_size - (1 if self.blocking else 0)) - 1
         )
         self.items: deque[Message] = deque()
+        self.mixed = False
+        """Something other than fan-out's plain append put messages in the queue since
+        it was last empty (the strategy, a preload, a notice): `Outbox` may then not
+        take its frames from the channel's shared run (`outbox._shared_run`)."""
         self.index: dict[Hashable, list[Message]] = {}
         self.indexed = False
         self.preloaded = 0
@@ -131,12 +138,13 @@ class Subscription:
         a conflate queue conflates only then."""
         self.strategy_limit = 0
         self.fast_limit = 0
+        self.rise_at = policy.high
+        """The depth at which `_rose` runs (the high watermark; never while above it)."""
         self._limits()
         self.flow = FlowControl(
             high=policy.high, low=policy.low, on_pause=self._paused, on_resume=self._resumed
         )
         self.slow = SlowConsumerRule(policy.slow_consumer_timeout, policy.slow_consumer_share)
-        self.rise_at = policy.high
         self.needs_settle = False
         """Full, behind or paused: `settle` has something to re-check after a write."""
         self._watch = watch
@@ -147,13 +155,22 @@ class Subscription:
         return len(self.items) + self.in_transport
 
     def push(self, message: Message) -> None:
-        """Queue one message for this subscriber, applying the channel's strategy."""
+        """Queue one message for this subscriber, applying the channel's strategy.
+
+        `Channel.fan_out` inlines the first branch (the fast path) and calls
+        this only when it does not apply; the check is repeated here so that
+        `push` is complete on its own.
+        """
         items = self.items
-        wake = True
         if len(items) < self.fast_limit:
+            # Below every limit at once: strategy, flush-now, watermark (`_limits`).
             items.append(message)
-        else:
-            wake = self._push_slow(message)
+            outbox = self.outbox
+            if outbox.armed:
+                outbox.schedule()
+            return
+        self.mixed = True
+        wake = self._push_slow(message)
         depth = len(items) + self.in_transport
         if depth >= self.rise_at:
             self._rose(depth, message.created)
@@ -196,6 +213,7 @@ class Subscription:
         """
         if not messages:
             return
+        self.mixed = True
         self.items.extend(messages)
         self.preloaded += len(messages)
         if self.blocking and not self.full and self.depth >= self.queue_size:
@@ -222,6 +240,7 @@ class Subscription:
         if self.index:
             self._settle_slots()
         self.indexed = False
+        self.mixed = True
         self.items.append(message)
         self.preloaded = len(self.items)
         if self.conflates:
@@ -280,11 +299,22 @@ class Subscription:
         self.indexed = False
 
     def _limits(self) -> None:
+        """Recompute the queue lengths that decide which path a push takes.
+
+        `fast_limit` merges three checks into the one comparison of the fast
+        path: below the strategy's limit (plain append), below `flush_at`
+        (no burst to hand over now), and an append that cannot reach the
+        watermark (`len(items) + 1 + in_transport < rise_at`). Called whenever
+        one of its inputs changes: capacity or `in_transport`
+        (`transport_holds`), pressure, conflation, `rise_at` (`_rose`, `settle`).
+        """
         if self.conflates and not self.pressure and not self.index:
             self.strategy_limit = self.capacity  # keeping up: no conflation
         else:
             self.strategy_limit = self.rule.fast_limit(self.capacity)
-        self.fast_limit = min(self.strategy_limit, self.flush_at)
+        self.fast_limit = min(
+            self.strategy_limit, self.flush_at, self.rise_at - self.in_transport - 1
+        )
 
     def settle(self) -> None:
         """Re-evaluate room, the slow-consumer clock and flow control after the depth fell."""
@@ -296,6 +326,7 @@ class Subscription:
             self.slow.left()
             self._watch.discard(self)
             self.rise_at = self.flow.high
+            self._limits()
         if depth <= self.flow.resume_at:
             self.flow.depth_fell(depth)
         self.needs_settle = self.full or self.slow.above_since is not None or self.flow.paused
@@ -307,6 +338,7 @@ class Subscription:
             self.channel.counters.count_dropped(DropReason.DISCONNECTED, lost)
             self.dropped += lost
         self.items.clear()
+        self.mixed = False
         self.index.clear()
         self.preloaded = 0
         if self.interval:
@@ -321,6 +353,7 @@ class Subscription:
 
     def _rose(self, depth: int, now: float) -> None:
         self.rise_at = _NEVER
+        self._limits()
         self.needs_settle = True
         self.slow.entered(now)
         self._watch.add(self)

@@ -25,7 +25,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -689,7 +689,10 @@ class Broadcaster:
 
     # --- connections --------------------------------------------------------------
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    def _handle(self, ws: ServerConnection) -> Coroutine[Any, Any, None]:
+        """websockets' connection handler: set the session up, then hand back its read
+        loop for the handler task to await. Not a coroutine itself, so an idle
+        connection's suspended chain is one frame shorter (~230 bytes, S4)."""
         assert isinstance(ws, BroadcasterConnection)
         session = ClientSession(self, ws, self.next_session_id())
         ws.session = session
@@ -704,8 +707,7 @@ class Broadcaster:
         self.sessions[session.id] = session
         self.hub.add_outbox(session.outbox)
         session.authenticate_handshake()
-        await session.run()
-        await session.linger()
+        return session.run()
 
     def next_session_id(self) -> int:
         """A connection id, unique in this server whatever the transport."""

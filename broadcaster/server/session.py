@@ -38,6 +38,8 @@ __all__ = ["ABUSE_LIMIT", "ABUSE_WINDOW", "ClientSession"]
 class ClientSession(Subscriber):
     """The server side of one WebSocket client."""
 
+    __slots__ = ("_lost", "_ping", "_protocol", "ws")
+
     transport_name = "websocket"
 
     def __init__(self, app: Broadcaster, ws: BroadcasterConnection, session_id: int) -> None:
@@ -52,7 +54,15 @@ class ClientSession(Subscriber):
     # --- reading -----------------------------------------------------------
 
     async def run(self) -> None:
-        """Read and answer ops until the connection closes."""
+        """Read and answer ops until the connection closes, then wait out a lingering close.
+
+        A lingering close (`close(linger=...)`) is waited for here, bounded by
+        its abort: websockets aborts a connection `close_timeout` after its
+        handler returns, which would cut off a slow client still reading
+        towards its close frame. One coroutine for both, awaited by the
+        handler task directly (`Broadcaster._handle`): an idle connection's
+        suspended chain is as short as it can be.
+        """
         ws = self.ws
         self._run_task = asyncio.current_task()
         try:
@@ -72,16 +82,8 @@ class ClientSession(Subscriber):
             # progress, an abort pending): free what was held, keep the abort timer.
             self._run_task = None
             self._release()
-
-    async def linger(self) -> None:
-        """Wait for the end of a lingering close (`close(linger=...)`; bounded by its abort).
-
-        The connection handler calls this after `run()`: websockets aborts a
-        connection `close_timeout` after its handler returns, which would cut
-        off a slow client still reading towards its close frame.
-        """
         if self._lingering:
-            await self.ws.wait_closed()
+            await ws.wait_closed()
 
     def authenticate_handshake(self) -> None:
         """Apply `?token=` from the handshake URL, if any (a bad one closes with 1008)."""

@@ -94,6 +94,34 @@ class Subscriber:
     WebSocket frame), and implements `keepalive` and `_send_end`.
     """
 
+    # Slots, not an instance dict: one per connection, and an idle connection's
+    # bytes count (S4 in BENCHMARKS.md). A subclass that declares none gets a dict.
+    __slots__ = (
+        "_abort_handle",
+        "_abuse",
+        "_blocked_on",
+        "_drained",
+        "_expiry",
+        "_lingering",
+        "_open",
+        "_rate_timer",
+        "_run_task",
+        "_transport",
+        "app",
+        "channel_budget",
+        "closing",
+        "connected_at",
+        "connected_mono",
+        "grant",
+        "id",
+        "ip",
+        "last_ping",
+        "limiter",
+        "loop",
+        "outbox",
+        "remote",
+    )
+
     transport_name = "websocket"
     """What /stats, the dashboard and metrics call this transport."""
 
@@ -175,7 +203,8 @@ class Subscriber:
         batch = outbox.take_batch(self.loop.time() if outbox.timed else 0.0)
         if batch and self._open:
             transport = self._transport
-            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            # A run shared with other subscribers comes joined already (core/outbox.py).
+            data = outbox.joined or (batch[0] if len(batch) == 1 else b"".join(batch))
             transport.write(data)
             outbox.wire_bytes += len(data)
             outbox.written(transport.get_write_buffer_size())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broadcaster.core.outbox import DEFAULT_WRITE_BUDGET, FramedOutbox, Outbox
 from broadcaster.core.policy import ChannelPolicy
 from broadcaster.core.strategies import Strategy
-from tests.unit.support import Rig, data_seqs
+from tests.unit.support import Rig, data_seqs, make_message
 
 PONG = orjson.dumps({"event": "pong"})
 
@@ -203,6 +205,87 @@ def test_outbox_depth_sums_its_subscriptions() -> None:
     assert a.outbox.depth == 5
 
 
+# --- the frames shared by subscribers that keep up ---------------------------------
+
+
+def test_subscribers_that_keep_up_get_the_same_run_of_messages() -> None:
+    """Several messages per batch: every connection gets all of them, in order, and its
+    deliveries are counted (the frames are taken once for all of them)."""
+    rig = Rig()
+    other = rig.add_connection(2)
+    rig.publish(3)
+    assert data_seqs(rig.flush()) == [1, 2, 3]
+    assert data_seqs(other.flush()) == [1, 2, 3]
+    assert rig.outbox.take_batch() == []
+    assert rig.sub.delivered == 3
+    assert rig.channel.counters.delivered == 6
+
+
+def test_a_shared_run_comes_joined_and_anything_else_does_not() -> None:
+    """`joined` is the batch's frames joined when the batch is a shared run (the adapter
+    writes it as it is), and None for a batch the adapter must join itself."""
+    rig = Rig()
+    rig.publish(3)
+    batch = rig.outbox.take_batch()
+    assert rig.outbox.joined == b"".join(batch)
+    rig.outbox.written(0)
+    rig.outbox.send_control(PONG)
+    rig.publish(2)
+    batch = rig.outbox.take_batch()
+    assert len(batch) == 3
+    assert rig.outbox.joined is None
+
+
+def test_a_later_subscriber_gets_only_its_own_run() -> None:
+    """A connection that subscribed mid-burst holds a shorter run: it is not given
+    the frames taken for the longer one."""
+    rig = Rig()
+    rig.publish(2)
+    late = rig.add_connection(2)
+    rig.publish(2)
+    assert data_seqs(rig.flush()) == [1, 2, 3, 4]
+    assert data_seqs(late.flush()) == [3, 4]
+
+
+def test_a_queue_with_a_gap_is_not_given_the_shared_run() -> None:
+    """A queue with the same first message and length as another's, but with a message
+    dropped in between (drop-newest on a full queue), gets its own messages."""
+    rig = Rig(ChannelPolicy(strategy=Strategy.DROP_NEWEST, queue_size=8))
+    frame_size = len(make_message("c", 3).frame)
+    behind = rig.add_connection(2, budget=6 * frame_size)
+    rig.publish(2)
+    rig.flush()
+    behind.flush()
+    rig.publish(6)  # 3..8
+    rig.flush()
+    rig.publish(2)  # 9, 10: `behind` holds 3..10, full
+    rig.publish(1)  # 11: dropped for `behind`
+    assert data_seqs(rig.flush()) == [9, 10, 11]
+    # The budget leaves 9 and 10 queued; the transport keeps the last frame, so
+    # the resume goes out alone, then the transport drains: no control pending.
+    assert data_seqs(behind.flush(unsent=1)) == [3, 4, 5, 6, 7, 8]
+    assert [e["event"] for e in behind.flush()] == ["flow.resume"]
+    behind.outbox.transport_drained()
+    rig.publish(1)  # 12
+    assert data_seqs(behind.flush()) == [9, 10, 12]
+    assert data_seqs(rig.flush()) == [12]
+
+
+def test_recovered_messages_are_not_taken_as_the_shared_run() -> None:
+    """A preloaded queue (recovered messages) that starts with the same message as
+    another's run, and is as long, is taken as it is."""
+    rig = Rig()
+    sent = rig.publish(3)
+    assert data_seqs(rig.flush()) == [1, 2, 3]
+    late = rig.add_connection(2)
+    late_sub = late.outbox.subscriptions["c"]
+    third = make_message("c", 3, pad=5)  # another object for seq 3 (e.g. a snapshot)
+    late_sub.preload([sent[0], sent[1], third], 0.0)
+    events = late.flush()
+    assert data_seqs(events) == [1, 2, 3]
+    assert events[2]["data"]["pad"] == "xxxxx"
+
+
 # --- the write budget ---------------------------------------------------------------
 
 
@@ -252,6 +335,46 @@ def test_control_frames_do_not_use_the_budget() -> None:
     rig.outbox.send_control(orjson.dumps({"event": "pong", "pad": "x" * 1000}))
     rig.publish(1)
     assert [e["event"] for e in rig.flush()] == ["pong", "message"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pads=st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=20),
+    budget=st.integers(min_value=1, max_value=3000),
+    queue_size=st.integers(min_value=1, max_value=8),
+    preload=st.booleans(),
+)
+def test_each_batch_takes_frames_until_the_budget_is_reached(
+    pads: list[int], budget: int, queue_size: int, preload: bool
+) -> None:
+    """Whatever the frame sizes: a batch takes frames in order until their bytes reach
+    the budget or `queue_size` frames are taken, and every message arrives once.
+    Recovered messages (`preload`) may exceed the queue size: then the size binds."""
+    rig = Rig(ChannelPolicy(queue_size=queue_size if preload else 64), budget=budget)
+    messages = [rig.message(pad=pad) for pad in pads]
+    if preload:
+        rig.sub.preload(messages, 0.0)
+    else:
+        for message in messages:
+            rig.channel.fan_out(message)
+    sizes = {message.seq: len(message.frame) for message in messages}
+    seen: list[int] = []
+    for _ in range(len(pads)):
+        queued = rig.queued_seqs()
+        if not queued:
+            break
+        taken = data_seqs(rig.flush())
+        expected: list[int] = []
+        used = 0
+        for seq in queued[: rig.sub.queue_size]:
+            if expected and used >= budget:
+                break
+            expected.append(seq)
+            used += sizes[seq]
+        assert taken == expected
+        seen += taken
+    assert seen == sorted(sizes)
+    assert rig.sub.delivered == len(seen)
 
 
 def test_default_budget_is_tens_of_kilobytes() -> None:

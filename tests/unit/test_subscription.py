@@ -66,6 +66,40 @@ def test_depth_is_queued_plus_in_transport() -> None:
     assert rig.sub.depth == 5
 
 
+def test_messages_in_the_transport_bring_the_pause_forward() -> None:
+    """The fast path's one comparison counts the transport's tail: with two
+    messages held there, the third queued message reaches a watermark of 5."""
+    rig = Rig(ChannelPolicy(queue_size=8, high_watermark=5, low_watermark=1))
+    rig.publish(4)
+    rig.conn.flush_holding(2)
+    rig.publish(2)
+    assert not rig.sub.flow.paused
+    rig.publish(1)
+    assert rig.sub.flow.paused
+    assert rig.sub.depth == 5
+
+
+def test_a_resumed_subscriber_pauses_again_at_the_watermark() -> None:
+    """After a resume the watermark is armed again, counting what the transport
+    still holds: resumed at depth 1 (in the transport), two more messages pause."""
+    rig = Rig(ChannelPolicy(queue_size=8, high_watermark=3, low_watermark=1))
+    rig.publish(3)
+    events = rig.conn.flush_holding(1)
+    assert not rig.sub.flow.paused
+    assert rig.sub.depth == 1
+    rig.publish(1)
+    assert not rig.sub.flow.paused
+    rig.publish(1)
+    assert rig.sub.flow.paused
+    events += rig.drain()
+    assert [e["event"] for e in flow_events(events)] == [
+        "flow.pause",
+        "flow.resume",
+        "flow.pause",
+        "flow.resume",
+    ]
+
+
 def test_repr_shows_channel_connection_depth_and_pause() -> None:
     """Logs show which subscription is how far behind."""
     rig = Rig(ChannelPolicy(queue_size=2))
