@@ -173,6 +173,11 @@ class Subscriber:
         return self.grant is not None and self.grant.admin
 
     @property
+    def publishes_in_flight(self) -> int:
+        """Publishes sent to the bus and not answered yet (pipelined; 0 with one process)."""
+        return len(self._pipeline) if self._pipeline is not None else 0
+
+    @property
     def transport(self) -> asyncio.Transport:
         return self._transport
 
