@@ -702,6 +702,18 @@ class Broadcaster:
             )
         return target
 
+    def at_channel_cap(self, name: str) -> bool:
+        """Whether a publish to `name` would now be refused by `max_channels` (nothing counted).
+
+        A connection with publishes in flight asks this first: their channels
+        are pinned until acked, where one at a time a channel that keeps no
+        messages would already be freed, so it waits for them (a drain) and
+        is judged on what it would have been judged on without pipelining.
+        """
+        channels = self.hub.channels
+        cap = self.config.limits.max_channels
+        return bool(cap) and len(channels) >= cap and name not in channels and name != STATS_CHANNEL
+
     def check_new_channel(
         self, name: str, budget: ChannelBudget | None = None, *, publish: bool = False
     ) -> None:

@@ -313,6 +313,8 @@ class Subscriber:
         pipeline = self._pipeline
         if pipeline is None:
             pipeline = self._pipeline = PublishPipeline(self._publish_settled)
+        elif pipeline and self.app.at_channel_cap(op.channel):
+            await pipeline.drain()  # judged as without pipelining (see at_channel_cap)
         try:
             ack = self.app.submit(op.channel, op.data, budget=self.channel_budget)
         except PublishError as exc:

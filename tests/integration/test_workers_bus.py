@@ -669,3 +669,16 @@ def _bus_end_of(bus: BusServer, worker: int) -> asyncio.Transport:
     transport = bus._conns[worker].transport
     assert transport is not None
     return transport
+
+
+async def test_pipelined_publishes_hold_no_channel_slots_for_each_other(workers: Workers) -> None:
+    """Channels that keep nothing are freed once published; publishes in flight must not
+    make `max_channels` refuse what one-at-a-time publishing would have accepted."""
+    a, _ = await workers.start(2, "[limits]\nmax_channels = 2\n")
+    publisher = await open_client(a.url)
+    total = 10
+    for i in range(total):
+        await publisher.send({"op": "publish", "channel": f"t{i}", "data": i, "id": i})
+    replies = [await publisher.recv() for _ in range(total)]
+    assert [(r["event"], r["id"]) for r in replies] == [("published", i) for i in range(total)]
+    assert all(r["seq"] == 1 for r in replies)
