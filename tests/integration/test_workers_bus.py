@@ -682,3 +682,27 @@ async def test_pipelined_publishes_hold_no_channel_slots_for_each_other(workers:
     replies = [await publisher.recv() for _ in range(total)]
     assert [(r["event"], r["id"]) for r in replies] == [("published", i) for i in range(total)]
     assert all(r["seq"] == 1 for r in replies)
+
+
+RATE_LIMITED = """
+[limits]
+publish_rate = 0.001
+publish_burst = 5
+rate_limit_strikes = 2
+"""
+
+
+async def test_pipelined_publishes_over_the_rate_are_refused_in_their_place(
+    workers: Workers,
+) -> None:
+    """The burst goes to the bus; the refusals come after its replies, then close 4029."""
+    a, _ = await workers.start(2, RATE_LIMITED)
+    publisher = await open_client(a.url)
+    for i in range(8):
+        await publisher.send({"op": "publish", "channel": "prices", "data": i, "id": i})
+    closed = await _read_to_close(publisher)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 4029
+    replies = [(r["id"], r["event"], r.get("seq", r.get("code"))) for r in _replies(publisher)]
+    published = [(i, "published", i + 1) for i in range(5)]
+    assert replies == [*published, *((i, "error", "rate_limited") for i in range(5, 8))]
