@@ -7,7 +7,9 @@ the workers; this broker is one worker's view of it, over its `BusLink`:
   seq and writes the message to every worker that has the channel prepared
   (this one included) before it acks; `publish` returns the seq once the ack
   arrives, so this worker's subscribers have the message queued by then, as
-  with the memory broker.
+  with the memory broker. `submit` sends it without waiting (a future of
+  the seq): a WebSocket connection pipelines its publishes with it, and
+  publishes submitted in order get their seqs in that order.
 - messages: the bus's frames are handled in order as they arrive; each is
   built once (`MessageFactory.from_data`: the data bytes spliced, not
   re-encoded) and fanned out to this worker's subscribers.
@@ -144,6 +146,20 @@ class BusBroker:
         return spec
 
     async def publish(self, channel: Channel, data: Any) -> int:
+        return await self.submit(channel, data)
+
+    def submit(self, channel: Channel, data: Any) -> asyncio.Future[int]:
+        """Send a publish to the bus now; the future gets its seq when the bus acks it.
+
+        Why synchronous: a WebSocket connection pipelines its publishes
+        (server/pipeline.py): each goes to the bus as it is read, without
+        waiting for the ack of the one before. The link keeps the order of
+        what is sent and the bus acks one worker's publishes in the order it
+        reads them, so publishes submitted one after the other get
+        increasing seqs. Raises `InvalidPublish` (not JSON) and
+        `BusUnavailable` (the link is gone) here, before anything is sent;
+        a link lost later fails the future with `BusUnavailable`.
+        """
         try:
             body = orjson.dumps(data)
         except (TypeError, orjson.JSONEncodeError) as exc:
@@ -155,17 +171,15 @@ class BusBroker:
             key = conflation_key_json(channel.conflation_key(data))
             if key is not None:
                 header["k"] = key
+        self.link.send(header, body)
+        # Registered after the send: an ack cannot arrive before this returns.
         ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._acks[request] = ack
-        try:
-            self.link.send(header, body)
-            return await ack
-        finally:
-            self._acks.pop(request, None)
+        return ack
 
     def _acked(self, header: dict[str, Any], payload: bytes) -> None:
-        ack = self._acks.get(int(header["i"]))
-        if ack is not None and not ack.done():
+        ack = self._acks.pop(int(header["i"]), None)
+        if ack is not None and not ack.done():  # cancelled: its waiter gave up
             ack.set_result(int(header["s"]))
 
     # --- delivery ----------------------------------------------------------
@@ -360,7 +374,8 @@ class BusBroker:
         )
 
     def _fail_waiting(self, error: BusUnavailable) -> None:
-        for ack in self._acks.values():
+        acks, self._acks = self._acks, {}
+        for ack in acks.values():
             if not ack.done():
                 ack.set_exception(error)
         for pending in self._pending.values():

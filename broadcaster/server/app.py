@@ -38,6 +38,7 @@ from broadcaster.config import Config
 from broadcaster.core.channel import Channel
 from broadcaster.core.hub import Hub
 from broadcaster.core.ops import validate_channel
+from broadcaster.core.strategies import Strategy
 from broadcaster.core.subscription import Subscription
 from broadcaster.errors import (
     ChannelBlocked,
@@ -193,6 +194,13 @@ class Broadcaster:
         self.ssl: ssl.SSLContext | None = None
         self.shed = 0
         """Connections closed with 1013 by load shedding since start."""
+        self._submit: Callable[[Channel, Any], asyncio.Future[int]] | None = None
+        """The broker's `submit`, when it takes publishes without waiting (`BusBroker`)."""
+        self.pipelined = False
+        """Whether a connection may send publishes without waiting for each one's ack
+        (`submit`): true with the local bus of `serve --workers`, where a publish
+        is a round trip; false with the memory broker (a publish is done when it
+        returns) and with Redis."""
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -291,6 +299,8 @@ class Broadcaster:
             idle_ttl=cfg.server.idle_channel_ttl,
         )
         self.broker: Broker = self._make_broker()
+        self._submit = getattr(self.broker, "submit", None)
+        self.pipelined = self._submit is not None
         await self.broker.start()
         teardown.push_async_callback(self.broker.stop)
         self.http = HttpEndpoints(self)
@@ -618,17 +628,7 @@ class Broadcaster:
         that outlives it (`check_new_channel`).
         Raises `PublishError` subclasses carrying PROTOCOL.md codes.
         """
-        if self._server is None or self.phase is Phase.STOPPED:
-            raise ServerStateError("publish needs a started server")
-        problem = validate_channel(channel)
-        if problem:
-            raise InvalidPublish(problem)
-        self.check_new_channel(channel, budget, publish=True)
-        target = self.hub.channel(channel, self._loop.time())
-        if target is None:
-            raise UnknownChannel(
-                f"channel {channel!r} matches no [channels] entry and strict_channels is on"
-            )
+        target = self._publish_target(channel, budget)
         # Pinned until the broker took it: a channel that keeps no messages is
         # freed right after (Hub.unpin), never while a publish is under way.
         self.hub.pin(target)
@@ -656,6 +656,63 @@ class Broadcaster:
             return await self.broker.publish(target, data)
         finally:
             self.hub.unpin(target)
+
+    def submit(
+        self, channel: str, data: Any, *, budget: ChannelBudget | None = None
+    ) -> asyncio.Future[int]:
+        """Send a publish to the broker now; the future gets its seq (`pipelined` only).
+
+        The same checks as `publish`, raised here; the broker's failure (a
+        lost bus) fails the future. Publishes submitted one after the other
+        get their seqs in that order, so a WebSocket connection can have
+        several in flight and still publish in op order (server/pipeline.py).
+        Not for `block` channels, whose publish may wait for room: use
+        `publish`. The channel stays pinned until the future is done.
+        """
+        submit = self._submit
+        if submit is None:
+            raise ServerStateError(f"the {self.broker.name} broker does not pipeline publishes")
+        existing = self.hub.channels.get(channel)
+        policy = existing.policy if existing is not None else self.hub.policies.resolve(channel)
+        if policy is not None and policy.strategy is Strategy.BLOCK:
+            raise ServerStateError(f"{channel!r} is a block channel: publish waits for room")
+        target = self._publish_target(channel, budget)
+        hub = self.hub
+        hub.pin(target)
+        try:
+            ack = submit(target, data)
+        except BaseException:
+            hub.unpin(target)
+            raise
+        ack.add_done_callback(lambda _ack: hub.unpin(target))
+        return ack
+
+    def _publish_target(self, channel: str, budget: ChannelBudget | None) -> Channel:
+        """The channel a publish goes to, after the checks every publish passes."""
+        if self._server is None or self.phase is Phase.STOPPED:
+            raise ServerStateError("publish needs a started server")
+        problem = validate_channel(channel)
+        if problem:
+            raise InvalidPublish(problem)
+        self.check_new_channel(channel, budget, publish=True)
+        target = self.hub.channel(channel, self._loop.time())
+        if target is None:
+            raise UnknownChannel(
+                f"channel {channel!r} matches no [channels] entry and strict_channels is on"
+            )
+        return target
+
+    def at_channel_cap(self, name: str) -> bool:
+        """Whether a publish to `name` would now be refused by `max_channels` (nothing counted).
+
+        A connection with publishes in flight asks this first: their channels
+        are pinned until acked, where one at a time a channel that keeps no
+        messages would already be freed, so it waits for them (a drain) and
+        is judged on what it would have been judged on without pipelining.
+        """
+        channels = self.hub.channels
+        cap = self.config.limits.max_channels
+        return bool(cap) and len(channels) >= cap and name not in channels and name != STATS_CHANNEL
 
     def check_new_channel(
         self, name: str, budget: ChannelBudget | None = None, *, publish: bool = False

@@ -57,7 +57,13 @@ from broadcaster.core.ops import (
 )
 from broadcaster.core.outbox import FramedOutbox, Outbox
 from broadcaster.core.policy import ChannelPolicy
-from broadcaster.errors import ChannelRateLimited, PublishError, TooManyChannels
+from broadcaster.core.strategies import Strategy
+from broadcaster.errors import (
+    BrokerUnavailable,
+    ChannelRateLimited,
+    PublishError,
+    TooManyChannels,
+)
 from broadcaster.security.access import (
     refuse_publish,
     refuse_subscribe,
@@ -66,6 +72,7 @@ from broadcaster.security.access import (
 from broadcaster.security.admin import peer_ip
 from broadcaster.security.auth import Grant, TokenRejected
 from broadcaster.security.publish_limit import PublishLimiter, Verdict
+from broadcaster.server.pipeline import PublishPipeline
 
 if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
@@ -166,6 +173,8 @@ class Subscriber:
         self._run_task: asyncio.Task[object] | None = None
         self._rate_timer: asyncio.TimerHandle | None = None
         self._blocked_on: set[str] | None = None  # created on the first blocked publish
+        self._pipeline: PublishPipeline[Publish] | None = None
+        """Publishes sent to the bus, their replies to come (created on the first one)."""
         self.last_ping = self.connected_mono
         self._lingering = False
         self.grant: Grant | None = None
@@ -190,6 +199,11 @@ class Subscriber:
     def is_admin(self) -> bool:
         """Whether this connection holds admin rights (the admin token or an admin JWT)."""
         return self.grant is not None and self.grant.admin
+
+    @property
+    def publishes_in_flight(self) -> int:
+        """Publishes sent to the bus and not answered yet (pipelined; 0 with one process)."""
+        return len(self._pipeline) if self._pipeline is not None else 0
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -248,7 +262,12 @@ class Subscriber:
         op = parse_op(frame)
         if isinstance(op, Publish):
             await self._publish(op)
-        elif isinstance(op, Subscribe):
+            return
+        if self._pipeline:
+            # Publishes in flight are answered first: replies stay in op order,
+            # and what comes next (a subscribe) sees them published.
+            await self._pipeline.drain()
+        if isinstance(op, Subscribe):
             await self._subscribe(op)
         elif isinstance(op, Unsubscribe):
             self._unsubscribe(op)
@@ -278,9 +297,16 @@ class Subscriber:
 
     async def _publish(self, op: Publish) -> None:
         limiter = self.limiter
-        if limiter is not None and not self._within_rate(limiter, op):
-            return
+        if limiter is not None:
+            verdict = limiter.check(self.loop.time())
+            if verdict is not Verdict.ALLOW:
+                if self._pipeline:
+                    await self._pipeline.drain()  # the refusal in its place
+                self._refuse_rate(limiter, verdict, op)
+                return
         if op.channel.startswith(SYSTEM_PREFIX):
+            if self._pipeline:
+                await self._pipeline.drain()
             self._forbidden(
                 f"channel {op.channel!r} belongs to the server; clients cannot publish to it",
                 op.id,
@@ -290,21 +316,65 @@ class Subscriber:
         if policy is not None:
             refusal = refuse_publish(policy, op.channel, self.grant)
             if refusal is not None:
+                if self._pipeline:
+                    await self._pipeline.drain()
                 self._forbidden(refusal, op.id)
                 return
+            if self.app.pipelined and policy.strategy is not Strategy.BLOCK:
+                await self._submit(op)
+                return
+        if self._pipeline:
+            # A block channel's publish (it may wait for room), or an unknown
+            # channel's refusal: after the publishes in flight, as before them.
+            await self._pipeline.drain()
         try:
             seq = await self.app.publish(
                 op.channel, op.data, publisher=self, budget=self.channel_budget
             )
         except PublishError as exc:
-            # TooManyChannels and ChannelRateLimited are counted where they are raised.
-            if exc.code in _REFUSED_PUBLISH_CODES and not isinstance(exc, TooManyChannels):
-                self.app.metrics.refused(exc.code)
-            extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
-            self.send(events.error(exc.code, str(exc), op.id, **extra))
+            self._publish_failed(exc, op)
             return
         if op.id is not None:
             self.send(events.published(op.channel, op.id, seq))
+
+    async def _submit(self, op: Publish) -> None:
+        """Send the publish to the bus and read on; its reply comes in its turn (pipeline)."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            pipeline = self._pipeline = PublishPipeline(self._publish_settled)
+        elif pipeline and self.app.at_channel_cap(op.channel):
+            await pipeline.drain()  # judged as without pipelining (see at_channel_cap)
+        try:
+            ack = self.app.submit(op.channel, op.data, budget=self.channel_budget)
+        except PublishError as exc:
+            await pipeline.drain()
+            self._publish_failed(exc, op)
+            return
+        pipeline.add(ack, op)
+        if pipeline.full:
+            await pipeline.wait_for_room()
+
+    def _publish_settled(self, ack: asyncio.Future[int], op: Publish) -> None:
+        """A pipelined publish's turn to be answered (every publish before it was)."""
+        if ack.cancelled():
+            self._publish_failed(BrokerUnavailable("the publish was cancelled"), op)
+            return
+        exc = ack.exception()
+        if exc is None:
+            if op.id is not None:
+                self.send(events.published(op.channel, op.id, ack.result()))
+        elif isinstance(exc, PublishError):
+            self._publish_failed(exc, op)
+        else:  # a bug: as an awaited publish's would, it ends the connection
+            logger.error("publish to %r failed", op.channel, exc_info=exc)
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def _publish_failed(self, exc: PublishError, op: Publish) -> None:
+        # TooManyChannels and ChannelRateLimited are counted where they are raised.
+        if exc.code in _REFUSED_PUBLISH_CODES and not isinstance(exc, TooManyChannels):
+            self.app.metrics.refused(exc.code)
+        extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
+        self.send(events.error(exc.code, str(exc), op.id, **extra))
 
     async def subscribe(self, op: Subscribe, *, position_unknown: bool = False) -> None:
         """Subscribe as the `subscribe` op does (streams take theirs from the URL).
@@ -451,11 +521,8 @@ class Subscriber:
             return False
         return True
 
-    def _within_rate(self, limiter: PublishLimiter, op: Publish) -> bool:
-        """Charge one publish; refuse it with `rate_limited`, or close 4029 after warnings."""
-        verdict = limiter.check(self.loop.time())
-        if verdict is Verdict.ALLOW:
-            return True
+    def _refuse_rate(self, limiter: PublishLimiter, verdict: Verdict, op: Publish) -> None:
+        """Refuse a publish over the rate with `rate_limited`, or close 4029 after warnings."""
         self.app.metrics.refused("publish_rate")
         wait = round(limiter.retry_after, 3) or 0.001
         self.send(
@@ -474,7 +541,6 @@ class Subscriber:
                 f"rate limited: more than {limiter.strikes} refused publishes "
                 f"in {limiter.window:g} s",
             )
-        return False
 
     def _auth(self, op: Auth) -> None:
         if not self._checks(op.token):
@@ -652,6 +718,8 @@ class Subscriber:
         self._open = False
         self.app.hub.drop(self.outbox)
         self.app.forget(self)
+        if self._pipeline is not None:
+            self._pipeline.close()
         self._stop_reading()
 
     async def _wait_drained(self) -> None:

@@ -128,6 +128,29 @@ async def test_every_subscriber_on_every_worker_gets_every_message_in_order(
             await client.close()
 
 
+async def test_one_connections_unanswered_publishes_keep_their_order_on_every_worker(
+    serve_workers: StartWorkers,
+) -> None:
+    """One client sends many publishes without waiting for replies (they are pipelined to
+    the bus): every subscriber, whatever its worker, gets them in that order, gap-free,
+    and the publisher's replies come in the same order with increasing seqs."""
+    server = await serve_workers(2)
+    clients = await open_spread(server, "prices")
+    publisher = await open_client(server.url)
+    total = 300
+    try:
+        for i in range(total):
+            await publisher.send({"op": "publish", "channel": "prices", "data": i, "id": i})
+        expected = [(seq, seq - 1) for seq in range(1, total + 1)]
+        for client in clients:
+            assert await read_seqs(client, "prices", total) == expected
+        replies = [await publisher.recv_event("published", timeout=15) for _ in range(total)]
+        assert [(r["seq"], r["id"]) for r in replies] == expected
+    finally:
+        for client in [*clients, publisher]:
+            await client.close()
+
+
 async def test_since_recovers_across_workers_after_reconnect(
     serve_workers: StartWorkers,
 ) -> None:

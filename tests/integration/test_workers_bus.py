@@ -23,6 +23,8 @@ from websockets.exceptions import ConnectionClosed
 from broadcaster.brokers.bus import BusBroker
 from broadcaster.errors import BusUnavailable
 from broadcaster.server.app import Broadcaster
+from broadcaster.server.pipeline import MAX_IN_FLIGHT
+from broadcaster.workers.bus import BusServer
 from broadcaster.workers.identity import WorkerIdentity
 from broadcaster.workers.link import BusLink
 from tests.conftest import ConnectRaw
@@ -547,3 +549,160 @@ async def test_a_name_used_again_after_being_freed_everywhere_starts_a_new_epoch
     await a.publish("plain", 1)
     await a.publish("plain", 2)
     assert (await sub.subscribe("plain"))["seq"] == 2
+
+
+PIPELINED = """
+[channels."prices"]
+strategy = "drop-oldest"
+queue_size = 1000
+history_size = 10
+
+[channels."kept"]
+history_size = 10
+
+[channels."readonly"]
+publish = "none"
+
+[limits]
+new_channel_rate = 0.001
+new_channel_burst = 1
+"""
+
+
+def _replies(client: JsonClient) -> list[dict[str, Any]]:
+    """The replies a client got (published, error, pong), in the order they came."""
+    return [e for e in client.seen if e.get("event") in ("published", "error", "pong")]
+
+
+async def test_one_connections_publishes_are_pipelined_in_op_order(workers: Workers) -> None:
+    """More publishes than may be in flight, sent without waiting, errors and other ops
+    in the middle: the subscriber on the other worker gets them in op order, gap-free,
+    and the publisher's replies come in op order with increasing seqs."""
+    a, b = await workers.start(2, PIPELINED)
+    sub = await open_client(b.url)
+    await sub.subscribe("prices")
+    publisher = await open_client(a.url)
+    total = 3 * MAX_IN_FLIGHT
+    # What is in the middle (by op index): each answered in its place.
+    middle: dict[int, tuple[dict[str, Any] | str, str]] = {
+        10: ({"op": "publish", "channel": "$sys.mine", "data": 1}, "forbidden"),
+        70: ({"op": "publish", "channel": "readonly", "data": 1}, "forbidden"),
+        71: ({"op": "ping"}, "pong"),
+        90: ("this is not JSON", "invalid_json"),
+        91: ({"op": "publish", "channel": "kept", "data": 1}, "rate_limited"),
+        150: ({"op": "publish", "data": 1}, "invalid_message"),
+    }
+    expected: list[tuple[Any, str]] = []
+    for i in range(total + len(middle)):
+        extra = middle.get(i)
+        if extra is None:
+            await publisher.send({"op": "publish", "channel": "prices", "data": {"i": i}, "id": i})
+            expected.append((i, "published"))
+            continue
+        op, outcome = extra
+        if isinstance(op, str):
+            await publisher.ws.send(op)
+            expected.append((None, "error"))  # a frame that is not JSON has no id
+        else:
+            await publisher.send({**op, "id": i})
+            expected.append((i, "pong" if outcome == "pong" else "error"))
+    got = await sub.messages("prices", total, timeout=20)
+    assert [m["seq"] for m in got] == list(range(1, total + 1)), "gap-free"
+    assert [m["data"]["i"] for m in got] == [i for i, kind in expected if kind == "published"]
+    while len(_replies(publisher)) < len(expected):
+        await publisher.recv(timeout=10)
+    replies = _replies(publisher)
+    assert [(r.get("id"), r["event"]) for r in replies] == expected, "replies in op order"
+    assert [r["seq"] for r in replies if r["event"] == "published"] == list(range(1, total + 1))
+    codes = [(r.get("id"), r["code"]) for r in replies if r["event"] == "error"]
+    assert codes == [
+        (None if isinstance(op, str) else i, outcome)
+        for i, (op, outcome) in middle.items()
+        if outcome != "pong"
+    ]
+    # An op after the publishes sees them all: the subscribe comes after the last ack.
+    assert (await publisher.subscribe("prices"))["seq"] == total
+
+
+async def test_a_lost_bus_fails_every_publish_in_flight_and_nothing_hangs(
+    workers: Workers,
+) -> None:
+    """The bus stops reading worker 0 (its publishes stay in flight, up to the bound),
+    then dies: each publish in flight is answered `unavailable`, in op order, and the
+    worker closes the connection as a stopping server does."""
+    a, _ = await workers.start(2, PIPELINED)
+    publisher = await open_client(a.url)
+    await publisher.publish("prices", {"i": -1})
+    bus = workers.bus
+    assert bus is not None
+    _bus_end_of(bus, 0).pause_reading()
+    total = MAX_IN_FLIGHT + 20
+    for i in range(total):
+        await publisher.send({"op": "publish", "channel": "prices", "data": {"i": i}, "id": i})
+    (session,) = a.sessions.values()
+    await wait_until(
+        lambda: session.publishes_in_flight == MAX_IN_FLIGHT,
+        what="the connection holds as many publishes in flight as allowed",
+    )
+    await bus.stop()
+    closed = await _read_to_close(publisher)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 1001
+    replies = [r for r in _replies(publisher) if isinstance(r.get("id"), int)]
+    assert len(replies) >= MAX_IN_FLIGHT, "every publish in flight is answered"
+    assert [r["id"] for r in replies] == list(range(len(replies))), "in op order"
+    assert {(r["event"], r.get("code")) for r in replies} == {("error", "unavailable")}
+
+
+async def _read_to_close(client: JsonClient) -> ConnectionClosed:
+    """Read every event until the connection closes (bounded); how it closed."""
+    for _ in range(10_000):
+        try:
+            await client.recv(timeout=10)
+        except ConnectionClosed as closed:
+            return closed
+    raise AssertionError("the connection stayed open")
+
+
+def _bus_end_of(bus: BusServer, worker: int) -> asyncio.Transport:
+    """The bus's side of a worker's connection (to stop reading it, as a busy bus would)."""
+    transport = bus._conns[worker].transport
+    assert transport is not None
+    return transport
+
+
+async def test_pipelined_publishes_hold_no_channel_slots_for_each_other(workers: Workers) -> None:
+    """Channels that keep nothing are freed once published; publishes in flight must not
+    make `max_channels` refuse what one-at-a-time publishing would have accepted."""
+    a, _ = await workers.start(2, "[limits]\nmax_channels = 2\n")
+    publisher = await open_client(a.url)
+    total = 10
+    for i in range(total):
+        await publisher.send({"op": "publish", "channel": f"t{i}", "data": i, "id": i})
+    replies = [await publisher.recv() for _ in range(total)]
+    assert [(r["event"], r["id"]) for r in replies] == [("published", i) for i in range(total)]
+    assert all(r["seq"] == 1 for r in replies)
+
+
+RATE_LIMITED = """
+[limits]
+publish_rate = 0.001
+publish_burst = 5
+rate_limit_strikes = 2
+"""
+
+
+async def test_pipelined_publishes_over_the_rate_are_refused_in_their_place(
+    workers: Workers,
+) -> None:
+    """The burst goes to the bus; the refusals come after its replies, then close 4029."""
+    a, _ = await workers.start(2, RATE_LIMITED)
+    publisher = await open_client(a.url)
+    for i in range(8):
+        await publisher.send({"op": "publish", "channel": "prices", "data": i, "id": i})
+    closed = await _read_to_close(publisher)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 4029
+    replies = [(r["id"], r["event"], r.get("seq", r.get("code"))) for r in _replies(publisher)]
+    published = [(i, "published", i + 1) for i in range(5)]
+    assert replies == [*published, *((i, "error", "rate_limited") for i in range(5, 8))]

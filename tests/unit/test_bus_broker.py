@@ -18,7 +18,7 @@ from broadcaster.brokers.bus import BusBroker
 from broadcaster.core.channel import Channel
 from broadcaster.core.policy import ChannelPolicy
 from broadcaster.core.strategies import Strategy
-from broadcaster.errors import BusUnavailable
+from broadcaster.errors import BusUnavailable, InvalidPublish
 from broadcaster.workers.identity import WorkerIdentity
 from broadcaster.workers.link import BusLink
 
@@ -172,3 +172,34 @@ async def test_publishes_and_prepares_waiting_on_a_lost_bus_are_answered_unavail
         with pytest.raises(BusUnavailable) as raised:
             await waiting
         assert raised.value.code == "unavailable"
+
+
+async def test_submit_sends_at_once_in_order_and_each_future_gets_its_own_seq() -> None:
+    """Pipelined publishes: sent as submitted, no await; each ack resolves its own future."""
+    link, broker, channel, _ = await rig()
+    acks = [broker.submit(channel, {"n": n}) for n in range(3)]
+    assert [orjson.loads(payload) for _, payload in link.sent] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    ids = [header["i"] for header, _ in link.sent]
+    assert ids == sorted(ids), "the link carries them in submit order"
+    assert not any(ack.done() for ack in acks)
+    for request, seq in zip(ids, (7, 8, 9), strict=True):
+        link.frame({"t": "P", "i": request, "s": seq})
+    assert [await ack for ack in acks] == [7, 8, 9]
+
+
+async def test_submit_refuses_data_that_is_not_json_before_sending() -> None:
+    link, broker, channel, _ = await rig()
+    with pytest.raises(InvalidPublish):
+        broker.submit(channel, {1, 2})
+    assert link.sent == []
+
+
+async def test_a_lost_bus_fails_every_submitted_publish() -> None:
+    link, broker, channel, _ = await rig()
+    acks = [broker.submit(channel, n) for n in range(3)]
+    link.frame({"t": "P", "i": link.sent[0][0]["i"], "s": 1})
+    link._connection_lost(None)
+    assert await acks[0] == 1
+    for ack in acks[1:]:
+        with pytest.raises(BusUnavailable):
+            await ack
