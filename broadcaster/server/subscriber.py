@@ -111,6 +111,7 @@ class Subscriber:
         "_expiry",
         "_lingering",
         "_open",
+        "_pipeline",
         "_rate_timer",
         "_run_task",
         "_transport",
