@@ -46,18 +46,40 @@ def wire(request: pytest.FixtureRequest) -> str:
 WIRES = ["plain", "deflate"]
 
 
+@pytest.fixture
+def topology(request: pytest.FixtureRequest) -> str:
+    """Where the server under test runs: "process" (one process, the default) or
+    "workers" (worker 0 of an in-process `serve --workers 2`, tests/support/workers.py:
+    every message goes through the local bus and `BusBroker` before reaching the
+    worker's subscribers, the other worker standing by).
+
+    A module whose contract must hold under workers too runs both ways with
+    `pytest.mark.parametrize("topology", TOPOLOGIES, indirect=True)` and
+    `pytest.mark.usefixtures("topology")`.
+    """
+    return str(getattr(request, "param", "process"))
+
+
+TOPOLOGIES = ["process", "workers"]
+
+
 StartProcess = Callable[..., Awaitable[ServerProcess]]
 
 
 @pytest.fixture
-async def serve(wire: str) -> AsyncIterator[StartServer]:
+async def serve(wire: str, topology: str) -> AsyncIterator[StartServer]:
     """Start in-process servers (config TOML appended to the test [server] section)."""
     started: list[Broadcaster] = []
+    worker_sets: list[Workers] = []
 
     async def start(extra_toml: str = "", server_toml: str = TEST_SERVER_TOML) -> Broadcaster:
         if wire == "deflate":
             assert "[defaults]" not in extra_toml, "wire=deflate sets [defaults] itself"
             extra_toml += COMPRESS_EVERYTHING
+        if topology == "workers":
+            workers = Workers()
+            worker_sets.append(workers)
+            return (await workers.start(2, extra_toml, server_toml))[0]
         server = await start_server(extra_toml, server_toml)
         started.append(server)
         return server
@@ -65,6 +87,8 @@ async def serve(wire: str) -> AsyncIterator[StartServer]:
     yield start
     for server in started:
         await server.stop()
+    for workers in worker_sets:
+        await workers.stop()
 
 
 @pytest.fixture

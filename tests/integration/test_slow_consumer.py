@@ -8,7 +8,7 @@ import pytest
 
 from broadcaster.server.app import Broadcaster
 from broadcaster.server.session import ClientSession
-from tests.conftest import WIRES, ConnectRaw, StartServer
+from tests.conftest import TOPOLOGIES, WIRES, ConnectRaw, StartServer
 from tests.support.clients import open_client
 from tests.support.servers import slow_consumer_disconnects, wait_until
 
@@ -16,7 +16,8 @@ from tests.support.servers import slow_consumer_disconnects, wait_until
 # permessage-deflate with every message compressed (tests/conftest.py `wire`).
 pytestmark = [
     pytest.mark.parametrize("wire", WIRES, indirect=True),
-    pytest.mark.usefixtures("wire"),
+    pytest.mark.parametrize("topology", TOPOLOGIES, indirect=True),
+    pytest.mark.usefixtures("wire", "topology"),
 ]
 
 CHANNELS = """

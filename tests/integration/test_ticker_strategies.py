@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from broadcaster.core.strategies import DropReason
-from tests.conftest import WIRES, ConnectRaw, StartServer
+from tests.conftest import TOPOLOGIES, WIRES, ConnectRaw, StartServer
 from tests.support.clients import open_client
 from tests.support.http import http_get_json
 from tests.support.servers import wait_until
@@ -18,7 +18,8 @@ from tests.support.servers import wait_until
 # permessage-deflate with every message compressed (tests/conftest.py `wire`).
 pytestmark = [
     pytest.mark.parametrize("wire", WIRES, indirect=True),
-    pytest.mark.usefixtures("wire"),
+    pytest.mark.parametrize("topology", TOPOLOGIES, indirect=True),
+    pytest.mark.usefixtures("wire", "topology"),
 ]
 
 CHANNELS = """
@@ -116,8 +117,10 @@ async def test_snapshot_is_skipped_when_since_recovers(serve: StartServer) -> No
     """A subscriber that asks for nothing new (since = LAST) gets no snapshot replay."""
     server = await serve(CHANNELS)
     await server.publish("book", {"symbol": "S00", "v": 1})
+    first = await open_client(server.url)
+    epoch = (await first.subscribe("book"))["epoch"]  # the bus's under workers
     client = await open_client(server.url)
-    reply = await client.subscribe("book", since=1, epoch=server.hub.epoch)
+    reply = await client.subscribe("book", since=1, epoch=epoch)
     assert reply["recovered"] is True
     await server.publish("book", {"symbol": "S00", "v": 2})
     (message,) = await client.messages("book", 1)
