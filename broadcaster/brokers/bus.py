@@ -101,7 +101,7 @@ class BusBroker:
         self.idle_ttl = idle_ttl
         self._prepared: dict[str, _Prepared] = {}
         self._pending: dict[str, _Pending] = {}
-        self._acks: dict[int, asyncio.Future[int]] = {}
+        self._acks: dict[int, tuple[asyncio.Future[int], Channel]] = {}
         self._remote_full: dict[str, set[int]] = {}
         """Per channel: the other workers with a full subscriber of it."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -174,13 +174,22 @@ class BusBroker:
         self.link.send(header, body)
         # Registered after the send: an ack cannot arrive before this returns.
         ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._acks[request] = ack
+        self._acks[request] = (ack, channel)
         return ack
 
     def _acked(self, header: dict[str, Any], payload: bytes) -> None:
-        ack = self._acks.pop(int(header["i"]), None)
-        if ack is not None and not ack.done():  # cancelled: its waiter gave up
-            ack.set_result(int(header["s"]))
+        waiting = self._acks.pop(int(header["i"]), None)
+        if waiting is None:
+            return
+        ack, channel = waiting
+        seq = int(header["s"])
+        if channel.name not in self._prepared and channel.name not in self._pending:
+            # Not delivered here: keep what /stats shows of the channel the
+            # bus's (its epoch, its last seq), not this worker's own guesses.
+            channel.epoch = header["e"]
+            channel.last_seq = max(channel.last_seq, seq)
+        if not ack.done():  # cancelled: its waiter gave up
+            ack.set_result(seq)
 
     # --- delivery ----------------------------------------------------------
 
@@ -375,7 +384,7 @@ class BusBroker:
 
     def _fail_waiting(self, error: BusUnavailable) -> None:
         acks, self._acks = self._acks, {}
-        for ack in acks.values():
+        for ack, _ in acks.values():
             if not ack.done():
                 ack.set_exception(error)
         for pending in self._pending.values():

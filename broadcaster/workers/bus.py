@@ -327,7 +327,7 @@ class BusServer:
                 if target is not None:
                     target.write(frame)
         # After the message: a publisher interested in the channel has it before its ack.
-        conn.write(encode({"t": "P", "i": header["i"], "s": seq}))
+        conn.write(encode({"t": "P", "i": header["i"], "s": seq, "e": channel.epoch}))
 
     def _subscribe(self, conn: _Worker, worker: int, header: dict[str, Any]) -> None:
         name = str(header["c"])

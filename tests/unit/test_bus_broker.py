@@ -106,8 +106,21 @@ async def test_publish_sends_the_data_once_and_returns_the_acked_seq() -> None:
     ((header, payload),) = link.sent
     assert header["t"] == "p"
     assert payload == b'{"price":1.5}'
-    link.frame({"t": "P", "i": header["i"], "s": 42})
+    link.frame({"t": "P", "i": header["i"], "s": 42, "e": "bus-epoch"})
     assert await publishing == 42
+
+
+async def test_an_ack_gives_a_channel_not_delivered_here_the_bus_epoch_and_seq() -> None:
+    """A worker that publishes to a channel it has no subscriber of shows the bus's epoch
+    and last seq in /stats (what a subscriber elsewhere resumes with), not its own."""
+    link, broker, channel, _ = await rig()
+    assert channel.name not in broker._prepared
+    publishing = asyncio.create_task(broker.publish(channel, 1))
+    await asyncio.sleep(0)
+    ((header, _),) = link.sent
+    link.frame({"t": "P", "i": header["i"], "s": 42, "e": "bus-epoch"})
+    assert await publishing == 42
+    assert (channel.epoch, channel.last_seq) == ("bus-epoch", 42)
 
 
 async def test_a_channel_freed_while_its_reply_is_pending_is_not_prepared() -> None:
@@ -183,7 +196,7 @@ async def test_submit_sends_at_once_in_order_and_each_future_gets_its_own_seq() 
     assert ids == sorted(ids), "the link carries them in submit order"
     assert not any(ack.done() for ack in acks)
     for request, seq in zip(ids, (7, 8, 9), strict=True):
-        link.frame({"t": "P", "i": request, "s": seq})
+        link.frame({"t": "P", "i": request, "s": seq, "e": "bus-epoch"})
     assert [await ack for ack in acks] == [7, 8, 9]
 
 
@@ -197,7 +210,7 @@ async def test_submit_refuses_data_that_is_not_json_before_sending() -> None:
 async def test_a_lost_bus_fails_every_submitted_publish() -> None:
     link, broker, channel, _ = await rig()
     acks = [broker.submit(channel, n) for n in range(3)]
-    link.frame({"t": "P", "i": link.sent[0][0]["i"], "s": 1})
+    link.frame({"t": "P", "i": link.sent[0][0]["i"], "s": 1, "e": "bus-epoch"})
     link._connection_lost(None)
     assert await acks[0] == 1
     for ack in acks[1:]:

@@ -22,7 +22,7 @@ from broadcaster.workers.framing import MAX_HEADER, FrameDecoder, FrameError, en
 
 FRAMES: list[tuple[dict[str, Any], bytes]] = [
     ({"t": "m", "c": "prices", "s": 1, "tm": 1.5}, b'{"p":1}'),
-    ({"t": "P", "i": 7, "s": 1}, b""),
+    ({"t": "P", "i": 7, "s": 1, "e": "epoch"}, b""),
     ({"t": "S", "c": "é", "hist": [[1, 0.0, 3]]}, b"abc" * 1000),
 ]
 
