@@ -18,11 +18,16 @@ import pytest
 from websockets.asyncio.client import connect
 
 from broadcaster.server.app import Broadcaster
-from tests.conftest import StartServer
+from tests.conftest import TOPOLOGIES, StartServer
 from tests.support.clients import JsonClient, open_client
 from tests.support.http import http_get
 from tests.support.metrics import scrape
 from tests.support.security import ADMIN_TOKEN, SECRET, hs256, read_until_closed, rsa_keys
+
+pytestmark = [
+    pytest.mark.parametrize("topology", TOPOLOGIES, indirect=True),
+    pytest.mark.usefixtures("topology"),
+]
 
 PERMISSIONS = f"""
 [auth]

@@ -9,8 +9,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
-from tests.conftest import StartServer
+from tests.conftest import TOPOLOGIES, StartServer
 from tests.support.clients import open_client
+
+pytestmark = [
+    pytest.mark.parametrize("topology", TOPOLOGIES, indirect=True),
+    pytest.mark.usefixtures("topology"),
+]
 
 BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ("{not json", "invalid_json"),

@@ -15,12 +15,17 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
 from broadcaster.server.app import Broadcaster
-from tests.conftest import StartServer
+from tests.conftest import TOPOLOGIES, StartServer
 from tests.support.clients import JsonClient, open_client
 from tests.support.http import http_get_json
 from tests.support.metrics import scrape
 from tests.support.security import ADMIN_TOKEN, read_until_closed, refused_handshake
 from tests.support.servers import wait_until
+
+pytestmark = [
+    pytest.mark.parametrize("topology", TOPOLOGIES, indirect=True),
+    pytest.mark.usefixtures("topology"),
+]
 
 
 async def refusals(server: Broadcaster, reason: str) -> float:

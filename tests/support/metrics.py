@@ -18,10 +18,17 @@ class Scrape:
     families: dict[str, str]
     """Family name -> type."""
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
+    whole: dict[tuple[str, frozenset[tuple[str, str]]], float]
+    """Under `serve --workers`: every worker's samples summed without their `worker`
+    label (PromQL's `sum without (worker)`), the whole server's figure."""
 
     def value(self, name: str, **labels: str) -> float:
-        """The sample `name` with exactly these labels (KeyError if absent)."""
-        return self.samples[(name, frozenset(labels.items()))]
+        """The sample `name` with exactly these labels, or (under workers) the sum over
+        the workers of the samples with these labels plus `worker` (KeyError if absent)."""
+        key = (name, frozenset(labels.items()))
+        if key in self.samples:
+            return self.samples[key]
+        return self.whole[key]
 
     def total(self, name: str, **labels: str) -> float:
         """The sum of every `name` sample whose labels include `labels`."""
@@ -36,11 +43,15 @@ class Scrape:
 def parse(text: str) -> Scrape:
     families: dict[str, str] = {}
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    whole: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     for family in text_string_to_metric_families(text):
         families[family.name] = family.type
         for sample in family.samples:
             samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return Scrape(families, samples)
+            if "worker" in sample.labels:
+                rest = frozenset((k, v) for k, v in sample.labels.items() if k != "worker")
+                whole[(sample.name, rest)] = whole.get((sample.name, rest), 0.0) + sample.value
+    return Scrape(families, samples, whole)
 
 
 async def scrape(port: int, token: str | None = None) -> Scrape:
