@@ -41,6 +41,7 @@ from broadcaster.core.history import History, Recovery
 from broadcaster.core.message import Message
 from broadcaster.core.ops import SYSTEM_PREFIX
 from broadcaster.errors import BrokerUnavailable, BusUnavailable, InvalidPublish
+from broadcaster.workers.channels import mark_full
 from broadcaster.workers.link import BusLink
 
 __all__ = ["BusBroker"]
@@ -324,19 +325,8 @@ class BusBroker:
         name = header["c"]
         worker = int(header["w"])
         full = bool(header["f"])
-        workers = self._remote_full.get(name)
-        if full:
-            if workers is None:
-                workers = self._remote_full[name] = set()
-            if worker in workers:
-                return
-            workers.add(worker)
-        else:
-            if workers is None or worker not in workers:
-                return
-            workers.discard(worker)
-            if not workers:
-                del self._remote_full[name]
+        if not mark_full(self._remote_full, name, worker, full):
+            return
         channel = self._channels(name)
         if channel is not None:
             channel.remote_fullness(full)

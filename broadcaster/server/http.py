@@ -23,6 +23,7 @@ import html
 import http
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from broadcaster.server.app import Broadcaster
     from broadcaster.workers.answers import WorkerView
 
-__all__ = ["HttpEndpoints", "json_response", "respond"]
+__all__ = ["HttpEndpoints", "StatsQuery", "json_response", "respond", "stats_query"]
 
 WS_PATH = "/ws"
 CLIENT_PREFIX = "/js/"
@@ -82,6 +83,30 @@ def json_response(status: http.HTTPStatus, document: object) -> Response:
 
 
 _json = json_response
+
+
+@dataclass(frozen=True, slots=True)
+class StatsQuery:
+    """`/stats?top=N&sort=S&channels=M`, read once for one process and for workers."""
+
+    top: int | None
+    sort: str
+    max_channels: int | None
+
+
+def stats_query(query: dict[str, list[str]]) -> StatsQuery | Response:
+    """The /stats parameters, or the 400 answer naming the one that is not an integer."""
+    counts: dict[str, int | None] = {}
+    for key in ("top", "channels"):
+        text = query.get(key, [None])[-1]
+        try:
+            counts[key] = int(text) if text is not None else None
+        except ValueError:
+            return _json(
+                http.HTTPStatus.BAD_REQUEST,
+                {"error": "invalid_query", "message": f"{key} must be an integer >= 0"},
+            )
+    return StatsQuery(counts["top"], query.get("sort", ["depth"])[-1], counts["channels"])
 
 
 def _static(name: str) -> bytes | None:
@@ -332,20 +357,12 @@ class HttpEndpoints:
         return _json(status, document)
 
     def _stats(self, query: dict[str, list[str]]) -> Response:
-        counts: dict[str, int | None] = {}
-        for key in ("top", "channels"):
-            text = query.get(key, [None])[-1]
-            try:
-                counts[key] = int(text) if text is not None else None
-            except ValueError:
-                return _json(
-                    http.HTTPStatus.BAD_REQUEST,
-                    {"error": "invalid_query", "message": f"{key} must be an integer >= 0"},
-                )
-        sort = query.get("sort", ["depth"])[-1]
+        asked = stats_query(query)
+        if isinstance(asked, Response):
+            return asked
         try:
             document = build_stats(
-                self.app, top=counts["top"], sort=sort, max_channels=counts["channels"]
+                self.app, top=asked.top, sort=asked.sort, max_channels=asked.max_channels
             )
         except StatsQueryError as exc:
             return _json(

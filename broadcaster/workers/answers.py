@@ -130,23 +130,14 @@ class WorkerView:
         return {"/stats": self._stats_page, "/metrics": self._metrics_page}.get(path)
 
     async def _stats_page(self, query: dict[str, list[str]]) -> Response:
-        from broadcaster.server.http import json_response
+        from broadcaster.server.http import StatsQuery, json_response, stats_query
 
-        counts: dict[str, int | None] = {}
-        for key in ("top", "channels"):
-            text = query.get(key, [None])[-1]
-            try:
-                counts[key] = int(text) if text is not None else None
-            except ValueError:
-                return json_response(
-                    http.HTTPStatus.BAD_REQUEST,
-                    {"error": "invalid_query", "message": f"{key} must be an integer >= 0"},
-                )
+        asked = stats_query(query)
+        if not isinstance(asked, StatsQuery):
+            return asked
         try:
             document = await self.stats(
-                top=counts["top"],
-                sort=query.get("sort", ["depth"])[-1],
-                max_channels=counts["channels"],
+                top=asked.top, sort=asked.sort, max_channels=asked.max_channels
             )
         except StatsQueryError as exc:
             return json_response(

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from broadcaster.workers.channels import BusChannels, Spec
+from broadcaster.workers.channels import BusChannels, Spec, mark_full
 from broadcaster.workers.framing import FrameDecoder, FrameError, encode
 
 __all__ = ["WRITE_LIMIT", "BusServer", "spec_of"]
@@ -347,20 +347,8 @@ class BusServer:
         conn.write(encode(reply, b"".join([e.data for e in history] + [e.data for e in snapshot])))
 
     def _fullness(self, worker: int, name: str, full: bool) -> None:
-        workers = self._full.get(name)
-        if full:
-            if workers is None:
-                workers = self._full[name] = set()
-            if worker in workers:
-                return
-            workers.add(worker)
-        else:
-            if workers is None or worker not in workers:
-                return
-            workers.discard(worker)
-            if not workers:
-                del self._full[name]
-        self._relay(worker, encode({"t": "F", "c": name, "w": worker, "f": 1 if full else 0}))
+        if mark_full(self._full, name, worker, full):
+            self._relay(worker, encode({"t": "F", "c": name, "w": worker, "f": 1 if full else 0}))
 
     def _admission(self, worker: int, key: str | None, delta: int) -> None:
         held = self._held.setdefault(worker, {})

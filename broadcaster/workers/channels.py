@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from broadcaster.core.channel import SNAPSHOT_MAX_KEYS
 from broadcaster.core.hub import IDLE_SWEEP_BUDGET, RESTING_MAX
 
-__all__ = ["BusChannel", "BusChannels", "Entry", "Spec"]
+__all__ = ["BusChannel", "BusChannels", "Entry", "Spec", "mark_full"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,3 +226,26 @@ class BusChannels:
         del self.channels[channel.name]
         self._idle.pop(channel.name, None)
         self.freed += 1
+
+
+def mark_full(full: dict[str, set[int]], name: str, worker: int, is_full: bool) -> bool:
+    """Record that `worker` has (or no longer has) a full subscriber of `name`.
+
+    The bus and every worker keep this map of `block` channels; a report
+    repeated or about a worker not recorded changes nothing. Returns whether
+    it changed (only a change is relayed or counted into the channel).
+    """
+    workers = full.get(name)
+    if is_full:
+        if workers is None:
+            workers = full[name] = set()
+        if worker in workers:
+            return False
+        workers.add(worker)
+        return True
+    if workers is None or worker not in workers:
+        return False
+    workers.discard(worker)
+    if not workers:
+        del full[name]
+    return True
