@@ -45,6 +45,20 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# broadcaster itself; `broadcaster-sse` is the same server, its subscribers over SSE.
+_BROADCASTER = [
+    "{python}",
+    "-m",
+    "broadcaster",
+    "--log-level",
+    "WARNING",
+    "serve",
+    "--config",
+    "{config}",
+    "--port",
+    "{port}",
+]
+
 BUILTIN_TARGETS: dict[str, list[str]] = {
     "baseline-broadcast": ["{python}", "-m", "loadtest.baselines.broadcast", "--port", "{port}"],
     "baseline-broadcast-deflate": [
@@ -62,30 +76,8 @@ BUILTIN_TARGETS: dict[str, list[str]] = {
         "{port}",
     ],
     "trivial": ["{python}", "-m", "loadtest.baselines.trivial", "--port", "{port}"],
-    "broadcaster-sse": [
-        "{python}",
-        "-m",
-        "broadcaster",
-        "--log-level",
-        "WARNING",
-        "serve",
-        "--config",
-        "{config}",
-        "--port",
-        "{port}",
-    ],
-    "broadcaster": [
-        "{python}",
-        "-m",
-        "broadcaster",
-        "--log-level",
-        "WARNING",
-        "serve",
-        "--config",
-        "{config}",
-        "--port",
-        "{port}",
-    ],
+    "broadcaster-sse": _BROADCASTER,
+    "broadcaster": _BROADCASTER,
 }
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
