@@ -10,12 +10,28 @@ from broadcaster.core.outbox import Outbox
 from broadcaster.core.policy import PolicyTable
 from broadcaster.core.subscription import Subscription
 
-__all__ = ["IDLE_SWEEP_BUDGET", "RESTING_MAX", "Hub"]
+__all__ = ["IDLE_SWEEP_BUDGET", "RESTING_MAX", "Hub", "starting_point"]
 
 # Idle candidates one `sweep_idle` call looks at: a few milliseconds of work.
 IDLE_SWEEP_BUDGET = 2_000
 # Seqs remembered of channels freed early (about 200 bytes each, not a channel's 1 KB).
 RESTING_MAX = 10_000
+
+
+def starting_point(
+    resting: dict[str, tuple[str, int]], name: str, base_epoch: str, freed: int
+) -> tuple[str, int]:
+    """The epoch and last seq a channel called `name` is (re)created with.
+
+    A name freed early (it kept no messages) goes on from where it rested;
+    any other starts at seq 0 under the epoch of the channels created since
+    the `freed`-th free (`<base>.<freed>`), so clients see a new history.
+    The hub and the workers' bus (workers/channels.py) apply this one rule.
+    """
+    rest = resting.pop(name, None)
+    if rest is not None:
+        return rest
+    return (f"{base_epoch}.{freed}" if freed else base_epoch), 0
 
 
 class Hub:
@@ -96,12 +112,7 @@ class Hub:
             policy = self.policies.resolve(name)
             if policy is None:
                 return None
-            resting = self.resting.pop(name, None)
-            if resting is not None:
-                epoch, last_seq = resting
-            else:
-                epoch = f"{self.epoch}.{self.freed}" if self.freed else self.epoch
-                last_seq = 0
+            epoch, last_seq = starting_point(self.resting, name, self.epoch, self.freed)
             channel = Channel(name, policy, epoch=epoch, last_seq=last_seq, created=now)
             self.channels[name] = channel
             if self.idle_ttl:

@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from broadcaster.core.channel import SNAPSHOT_MAX_KEYS
-from broadcaster.core.hub import IDLE_SWEEP_BUDGET, RESTING_MAX
+from broadcaster.core.hub import IDLE_SWEEP_BUDGET, RESTING_MAX, starting_point
 
 __all__ = ["BusChannel", "BusChannels", "Entry", "Spec", "mark_full"]
 
@@ -125,12 +125,7 @@ class BusChannels:
     def _get(self, name: str, spec: Spec, now: float) -> BusChannel:
         channel = self.channels.get(name)
         if channel is None:
-            resting = self.resting.pop(name, None)
-            if resting is not None:
-                epoch, last_seq = resting
-            else:
-                epoch = f"{self.token}.{self.freed}" if self.freed else self.token
-                last_seq = 0
+            epoch, last_seq = starting_point(self.resting, name, self.token, self.freed)
             channel = self.channels[name] = BusChannel(name, epoch, last_seq, spec, now)
         else:
             channel.adopt(spec)
