@@ -175,8 +175,9 @@ class _PicowsListener(picows.WSListener):
         self.owner.ready.set()
 
 
-class PicowsSubscriber:
-    """One subscription over a picows connection (callbacks, no task per connection)."""
+class _CallbackSubscriber:
+    """What the picows and SSE subscribers share: one connection driven by callbacks
+    (no task per connection), throttled by pausing its transport's reading."""
 
     def __init__(
         self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
@@ -188,7 +189,52 @@ class PicowsSubscriber:
         self.ready = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.throttle = _Throttle(slow_rate, loop) if slow_rate > 0 else None
+
+    def _reading_transport(self) -> asyncio.Transport | None:
+        """The socket's asyncio transport while the connection is open (None before or after)."""
+        raise NotImplementedError
+
+    def slow_down(self, received: int) -> None:
+        throttle = self.throttle
+        assert throttle is not None
+        if throttle.paused:
+            return
+        raw = self._reading_transport()
+        if raw is None:
+            return
+        delay = throttle.delay_after(received)
+        if delay > 0.0:
+            raw.pause_reading()
+            throttle.paused = True
+            throttle.resume = throttle.loop.call_later(delay, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        assert self.throttle is not None
+        self.throttle.paused = False
+        raw = self._reading_transport()
+        if raw is not None:
+            raw.resume_reading()
+
+    def _cancel_resume(self) -> None:
+        if self.throttle is not None and self.throttle.resume is not None:
+            self.throttle.resume.cancel()
+
+
+class PicowsSubscriber(_CallbackSubscriber):
+    """One subscription over a picows connection (callbacks, no task per connection)."""
+
+    def __init__(
+        self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
+    ) -> None:
+        super().__init__(url, record, slow_rate, idle, rcvbuf)
         self.transport: picows.WSTransport | None = None
+
+    def _reading_transport(self) -> asyncio.Transport | None:
+        transport = self.transport
+        if transport is None or transport.is_disconnected:
+            return None
+        raw: asyncio.Transport = transport.underlying_transport
+        return raw
 
     def bytes_received(self) -> int:
         if self.transport is None:
@@ -211,27 +257,8 @@ class PicowsSubscriber:
         if not self.record.connected or (not self.idle and not self.record.subscribed):
             raise ConnectionError(f"closed before subscribing (code {self.record.close_code})")
 
-    def slow_down(self, received: int) -> None:
-        throttle = self.throttle
-        assert throttle is not None
-        if throttle.paused or self.transport is None:
-            return
-        delay = throttle.delay_after(received)
-        if delay > 0.0:
-            raw = self.transport.underlying_transport
-            raw.pause_reading()
-            throttle.paused = True
-            throttle.resume = throttle.loop.call_later(delay, self._resume_reading)
-
-    def _resume_reading(self) -> None:
-        assert self.throttle is not None
-        self.throttle.paused = False
-        if self.transport is not None and not self.transport.is_disconnected:
-            self.transport.underlying_transport.resume_reading()
-
     def close(self) -> None:
-        if self.throttle is not None and self.throttle.resume is not None:
-            self.throttle.resume.cancel()
+        self._cancel_resume()
         if self.transport is not None and not self.transport.is_disconnected:
             self.transport.send_close(picows.WSCloseCode.OK)
             self.transport.disconnect()
@@ -465,21 +492,19 @@ class _SseProtocol(asyncio.Protocol):
         self.owner.lost.set()
 
 
-class SseSubscriber:
+class SseSubscriber(_CallbackSubscriber):
     """One subscription over `GET /sse` (callbacks, no task per connection)."""
 
     def __init__(
         self, url: str, record: SubscriberRecord, slow_rate: float, idle: bool, rcvbuf: int = 0
     ) -> None:
-        self.url = url
-        self.record = record
-        self.idle = idle
-        self.rcvbuf = rcvbuf
-        self.ready = asyncio.Event()
+        super().__init__(url, record, slow_rate, idle, rcvbuf)
         self.lost = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        self.throttle = _Throttle(slow_rate, loop) if slow_rate > 0 else None
         self.transport: asyncio.Transport | None = None
+
+    def _reading_transport(self) -> asyncio.Transport | None:
+        transport = self.transport
+        return None if transport is None or transport.is_closing() else transport
 
     def bytes_received(self) -> int:
         return tcp_bytes_received(self.transport)
@@ -503,26 +528,8 @@ class SseSubscriber:
         if not self.record.connected or not self.record.subscribed:
             raise ConnectionError(f"closed before subscribing (code {self.record.close_code})")
 
-    def slow_down(self, received: int) -> None:
-        throttle = self.throttle
-        assert throttle is not None
-        if throttle.paused or self.transport is None:
-            return
-        delay = throttle.delay_after(received)
-        if delay > 0.0:
-            self.transport.pause_reading()
-            throttle.paused = True
-            throttle.resume = throttle.loop.call_later(delay, self._resume_reading)
-
-    def _resume_reading(self) -> None:
-        assert self.throttle is not None
-        self.throttle.paused = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-
     def close(self) -> None:
-        if self.throttle is not None and self.throttle.resume is not None:
-            self.throttle.resume.cancel()
+        self._cancel_resume()
         if self.transport is not None:
             self.transport.close()
 
