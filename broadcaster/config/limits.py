@@ -134,16 +134,8 @@ def limits_config(values: dict[str, Any], at: Callable[[str], str]) -> LimitsCon
             if values[key] < 0:
                 raise fail(key, "a number >= 0 (0 = off)")
             values[key] = float(values[key])
-    for rate_key, burst_key in (
-        ("connection_rate", "connection_burst"),
-        ("publish_rate", "publish_burst"),
-    ):
-        if burst_key in values:
-            if values[burst_key] < 1:
-                raise fail(burst_key, "a number >= 1")
-            values[burst_key] = float(values[burst_key])
-        elif values.get(rate_key, 0) > 0:
-            values[burst_key] = max(1.0, 2 * values[rate_key])
+    _burst(values, "connection_rate", "connection_burst", fail)
+    _burst(values, "publish_rate", "publish_burst", fail)
     for key in ("retry_after", "rate_limit_window"):
         if key in values:
             if not values[key] > 0:
@@ -182,9 +174,16 @@ def _new_channel_limits(values: dict[str, Any], fail: Callable[[str, str], Confi
             if values[rate_key] < 0:
                 raise fail(rate_key, "a number >= 0 (0 = no limit)")
             values[rate_key] = float(values[rate_key])
-        if burst_key in values:
-            if values[burst_key] < 1:
-                raise fail(burst_key, "a number >= 1")
-            values[burst_key] = float(values[burst_key])
-        elif values.get(rate_key, 0) > 0:
-            values[burst_key] = max(1.0, 2 * values[rate_key])
+        _burst(values, rate_key, burst_key, fail)
+
+
+def _burst(
+    values: dict[str, Any], rate_key: str, burst_key: str, fail: Callable[[str, str], ConfigError]
+) -> None:
+    """A token bucket's burst: >= 1 when given; else twice its (checked) rate, at least 1."""
+    if burst_key in values:
+        if values[burst_key] < 1:
+            raise fail(burst_key, "a number >= 1")
+        values[burst_key] = float(values[burst_key])
+    elif values.get(rate_key, 0) > 0:
+        values[burst_key] = max(1.0, 2 * values[rate_key])
