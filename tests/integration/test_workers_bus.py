@@ -472,6 +472,38 @@ async def test_a_worker_whose_bus_is_gone_stops_itself(workers: Workers) -> None
     assert closed.value.rcvd.code == 1001, "closed as a stopping server closes"
 
 
+async def test_a_worker_that_stops_reading_the_bus_is_cut_and_the_others_go_on(
+    workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that does not read its bus connection cannot make the bus buffer without
+    bound: past `WRITE_LIMIT` the bus drops it (that worker stops, its clients get 1001,
+    the supervisor would restart it) and every other worker keeps delivering."""
+    monkeypatch.setattr("broadcaster.workers.bus.WRITE_LIMIT", 64 * 1024)
+    a, b = await workers.start(2)
+    bus = workers.bus
+    assert bus is not None
+    on_a = await open_client(a.url)
+    on_b = await open_client(b.url)
+    await on_a.subscribe("prices")
+    await on_b.subscribe("prices")
+    stalled = b.link._transport if b.link is not None else None
+    assert stalled is not None
+    stalled.pause_reading()
+    total = 2_000
+    pad = "x" * 1_000
+    for i in range(total):
+        await a.publish("prices", {"i": i, "pad": pad})
+    await wait_until(lambda: bus.connected() == frozenset({0}), what="the bus to drop worker 1")
+    stalled.resume_reading()  # the stuck worker comes back to its connection: it is gone
+    await wait_until(lambda: b.phase.value == "stopped", what="worker 1 to stop itself")
+    assert b.bus_lost
+    closed = await _read_to_close(on_b)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 1001
+    assert await _seqs(on_a, "prices", total) == list(range(1, total + 1))
+    assert await a.publish("prices", {"i": total}) == total + 1
+
+
 async def test_a_worker_that_dies_leaves_nothing_held_for_the_others(
     workers: Workers, connect_raw: ConnectRaw
 ) -> None:
